@@ -1,0 +1,29 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use pyclave::cli::{Cli, exit_code};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "pyclave=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pyclave: cannot start the async runtime: {error}");
+            return ExitCode::from(exit_code::ERROR);
+        }
+    };
+    match runtime.block_on(cli.execute()) {
+        Ok(status) => ExitCode::from(status),
+        Err(error) => {
+            eprintln!("pyclave: {}", pyclave::zygote::error_chain(error.as_ref()));
+            ExitCode::from(exit_code::ERROR)
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Length-prefixed protobuf frames with file descriptors over Unix stream sockets.
+//!
+//! Every wire of pyclave uses this: callers, the zygote and workers. A frame
+//! is a 4-byte big-endian length and one protobuf message (the length is
+//! checked against the limit before anything is allocated). Fds ride as
+//! SCM_RIGHTS with the first byte of the frame that announces them; the reader
+//! queues them in arrival order and the decoded message says how many to take.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use nix::cmsg_space;
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+
+/// Most fds a single frame of any pyclave protocol carries.
+pub const MAX_FDS_PER_FRAME: usize = 4;
+/// Fds received but not yet claimed by a frame; more means a misbehaving peer.
+const MAX_QUEUED_FDS: usize = 16;
+const HEADER_BYTES: usize = 4;
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("i/o on the socket")]
+    Io(#[from] io::Error),
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    FrameTooLarge { size: usize, limit: usize },
+    #[error("frame is not a valid protobuf message")]
+    Decode(#[from] prost::DecodeError),
+    #[error("a frame announced a file descriptor that did not arrive")]
+    MissingFd,
+    #[error("more than {limit} file descriptors arrived without a frame claiming them")]
+    TooManyFds { limit: usize },
+    #[error("the peer closed the connection in the middle of a frame")]
+    TruncatedFrame,
+}
+
+/// Splits a Unix stream into a frame reader and a frame writer.
+pub fn split(stream: UnixStream, max_frame_bytes: usize) -> (FrameReader, FrameWriter) {
+    let stream = Arc::new(stream);
+    let reader = FrameReader {
+        stream: Arc::clone(&stream),
+        codec: LengthDelimitedCodec::builder()
+            .big_endian()
+            .length_field_length(HEADER_BYTES)
+            .max_frame_length(max_frame_bytes)
+            .new_codec(),
+        max_frame_bytes,
+        buffer: BytesMut::new(),
+        fds: VecDeque::new(),
+        chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+    };
+    (reader, FrameWriter { stream })
+}
+
+pub struct FrameReader {
+    stream: Arc<UnixStream>,
+    codec: LengthDelimitedCodec,
+    max_frame_bytes: usize,
+    buffer: BytesMut,
+    fds: VecDeque<OwnedFd>,
+    chunk: Box<[u8]>,
+}
+
+impl FrameReader {
+    /// The next message, or `None` when the peer closed between frames.
+    pub async fn recv<M: prost::Message + Default>(&mut self) -> Result<Option<M>, ChannelError> {
+        loop {
+            if let Some(frame) = self.next_buffered_frame()? {
+                return Ok(Some(M::decode(frame)?));
+            }
+            if self.fill().await? == 0 {
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ChannelError::TruncatedFrame)
+                };
+            }
+        }
+    }
+
+    /// The next fd received, in arrival order.
+    pub fn take_fd(&mut self) -> Result<OwnedFd, ChannelError> {
+        self.fds.pop_front().ok_or(ChannelError::MissingFd)
+    }
+
+    fn next_buffered_frame(&mut self) -> Result<Option<BytesMut>, ChannelError> {
+        if self.buffer.len() >= HEADER_BYTES {
+            let size = u32::from_be_bytes(self.buffer[..HEADER_BYTES].try_into().expect("4 bytes"));
+            let size = size as usize;
+            if size > self.max_frame_bytes {
+                return Err(ChannelError::FrameTooLarge { size, limit: self.max_frame_bytes });
+            }
+        }
+        Ok(self.codec.decode(&mut self.buffer)?)
+    }
+
+    /// Reads one chunk (and any fds with it); returns the bytes read.
+    async fn fill(&mut self) -> Result<usize, ChannelError> {
+        let (read, fds) = loop {
+            self.stream.readable().await?;
+            let chunk = &mut self.chunk;
+            match self
+                .stream
+                .try_io(Interest::READABLE, || recv_with_fds(self.stream.as_raw_fd(), chunk))
+            {
+                Ok(received) => break received,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Err(error.into()),
+            }
+        };
+        self.buffer.extend_from_slice(&self.chunk[..read]);
+        self.fds.extend(fds);
+        if self.fds.len() > MAX_QUEUED_FDS {
+            return Err(ChannelError::TooManyFds { limit: MAX_QUEUED_FDS });
+        }
+        Ok(read)
+    }
+}
+
+fn recv_with_fds(socket: RawFd, chunk: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut ancillary = cmsg_space!([RawFd; MAX_FDS_PER_FRAME]);
+    let mut iov = [IoSliceMut::new(chunk)];
+    let message = recvmsg::<()>(socket, &mut iov, Some(&mut ancillary), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for cmsg in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw_fds) = cmsg {
+            // SAFETY: the kernel has just installed these descriptors in our
+            // table for this message; nothing else knows or owns them.
+            fds.extend(raw_fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("more than {MAX_FDS_PER_FRAME} file descriptors in one message"),
+        ));
+    }
+    Ok((message.bytes, fds))
+}
+
+/// Writes whole frames. Frames never interleave: a writer has one owner.
+pub struct FrameWriter {
+    stream: Arc<UnixStream>,
+}
+
+impl FrameWriter {
+    pub async fn send<M: prost::Message>(
+        &mut self,
+        message: &M,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), ChannelError> {
+        let frame = encode_frame(message);
+        let raw_fds: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let mut sent = 0;
+        while sent < frame.len() {
+            self.stream.writable().await?;
+            let remaining = &frame[sent..];
+            // Fds go with the frame's first byte only.
+            let attach: &[RawFd] = if sent == 0 { &raw_fds } else { &[] };
+            match self.stream.try_io(Interest::WRITABLE, || send_with_fds(self.stream.as_raw_fd(), remaining, attach)) {
+                Ok(written) => sent += written,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn send_with_fds(socket: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    let iov = [IoSlice::new(bytes)];
+    let cmsgs = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsgs };
+    Ok(sendmsg::<()>(socket, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)?)
+}
+
+/// Encodes `message` as one frame: length header, then the message.
+pub fn encode_frame<M: prost::Message>(message: &M) -> BytesMut {
+    let length = message.encoded_len();
+    let mut frame = BytesMut::with_capacity(HEADER_BYTES + length);
+    frame.extend_from_slice(&u32::try_from(length).expect("messages are far below 4 GiB").to_be_bytes());
+    message.encode(&mut frame).expect("capacity reserved above");
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    use crate::proto::api::{Job, Request};
+
+    fn pair(max_frame_bytes: usize) -> ((FrameReader, FrameWriter), (FrameReader, FrameWriter)) {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        (split(a, max_frame_bytes), split(b, max_frame_bytes))
+    }
+
+    fn request(id: u64, code: &str) -> Request {
+        Request {
+            id,
+            job: Some(Job { code: Some(crate::proto::api::job::Code::InlineCode(code.into())), ..Job::default() }),
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_and_fds_arrive_in_order() {
+        let ((_, mut writer), (mut reader, _)) = pair(1 << 20);
+        let file = tempfile::tempfile().expect("tempfile");
+        writer.send(&request(1, "a"), &[]).await.expect("send");
+        writer.send(&request(2, "b"), &[file.as_fd()]).await.expect("send");
+        writer.send(&request(3, &"c".repeat(200_000)), &[]).await.expect("send");
+        let first: Request = reader.recv().await.expect("recv").expect("frame");
+        assert_eq!(first.id, 1);
+        let second: Request = reader.recv().await.expect("recv").expect("frame");
+        assert_eq!(second.id, 2);
+        let fd = reader.take_fd().expect("fd arrived with frame 2");
+        assert!(nix::sys::stat::fstat(&fd).is_ok());
+        let third: Request = reader.recv().await.expect("recv").expect("frame");
+        assert_eq!(third, request(3, &"c".repeat(200_000)));
+        assert!(matches!(reader.take_fd(), Err(ChannelError::MissingFd)));
+    }
+
+    #[tokio::test]
+    async fn oversized_length_is_rejected_before_the_body_arrives() {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let (mut reader, _) = split(b, 1024);
+        // Only the header is sent: the reader must refuse without waiting for 1 GiB.
+        tokio::io::AsyncWriteExt::write_all(&mut &a, &(1u32 << 30).to_be_bytes()).await.expect("write");
+        match reader.recv::<Request>().await {
+            Err(ChannelError::FrameTooLarge { size, limit }) => assert_eq!((size, limit), (1 << 30, 1024)),
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_decode_error_and_clean_close_is_none() {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let (mut reader, _) = split(b, 1024);
+        let mut garbage = 5u32.to_be_bytes().to_vec();
+        garbage.extend_from_slice(&[0xff; 5]);
+        tokio::io::AsyncWriteExt::write_all(&mut &a, &garbage).await.expect("write");
+        assert!(matches!(reader.recv::<Request>().await, Err(ChannelError::Decode(_))));
+
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let (mut reader, _) = split(b, 1024);
+        drop(a);
+        assert!(matches!(reader.recv::<Request>().await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn close_mid_frame_is_truncation() {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let (mut reader, _) = split(b, 1024);
+        tokio::io::AsyncWriteExt::write_all(&mut &a, &[0, 0, 0, 10, 1, 2]).await.expect("write");
+        drop(a);
+        assert!(matches!(reader.recv::<Request>().await, Err(ChannelError::TruncatedFrame)));
+    }
+}

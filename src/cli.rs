@@ -1,0 +1,263 @@
+//! The `pyclave` command line: `serve` runs the supervisor, `run` runs one
+//! job (through a running supervisor, or a private one) and prints its
+//! outcome as one JSON object.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Client, Reply};
+use crate::config::Config;
+use crate::proto::api::{CapturedOutput, Job, JobKind, Limits, job, outcome::Kind, rejected, timeout};
+use crate::server;
+
+#[derive(Debug, Parser)]
+#[command(name = "pyclave", version, about = "Run untrusted Python in pre-warmed, confined workers")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the supervisor on a Unix socket until SIGINT or SIGTERM.
+    Serve {
+        #[arg(long)]
+        socket: PathBuf,
+        /// TOML config; every field has a secure default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run one job and print its outcome as JSON.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// A Python file to run inline.
+    #[arg(long, conflicts_with = "script", required_unless_present = "script")]
+    code: Option<PathBuf>,
+    /// A script name in the server's scripts directory.
+    #[arg(long)]
+    script: Option<String>,
+    /// The entry point; by default `transform` if the code defines it, else `main`.
+    #[arg(long, value_enum)]
+    kind: Option<KindArg>,
+    /// Input table (Arrow IPC file).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Where to write the output table (Arrow IPC file).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// A JSON object passed as `params`.
+    #[arg(long)]
+    params: Option<String>,
+    #[arg(long)]
+    memory_limit_bytes: Option<u64>,
+    #[arg(long)]
+    wall_timeout_ms: Option<u64>,
+    #[arg(long)]
+    cpu_timeout_ms: Option<u64>,
+    /// A running supervisor's socket; without it a private supervisor runs the job.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Config of the private supervisor (ignored with --socket).
+    #[arg(long, conflicts_with = "socket")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KindArg {
+    Exec,
+    Transform,
+}
+
+/// Exit statuses of `pyclave run`, one per outcome kind.
+pub mod exit_code {
+    pub const OK: u8 = 0;
+    /// The command itself failed (bad arguments, no supervisor, ...).
+    pub const ERROR: u8 = 1;
+    pub const USER_ERROR: u8 = 10;
+    pub const TIMEOUT: u8 = 11;
+    pub const OUT_OF_MEMORY: u8 = 12;
+    pub const KILLED: u8 = 13;
+    pub const OUTPUT_REJECTED: u8 = 14;
+    pub const REJECTED: u8 = 15;
+}
+
+impl Cli {
+    /// Runs the command; returns the process exit status.
+    pub async fn execute(self) -> Result<u8, Box<dyn std::error::Error>> {
+        match self.command {
+            Command::Serve { socket, config } => {
+                let config = load_config(config.as_deref())?;
+                let shutdown = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                server::serve(config, &socket, shutdown, || {}).await?;
+                Ok(exit_code::OK)
+            }
+            Command::Run(args) => run(args).await,
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, crate::config::ConfigError> {
+    path.map_or_else(|| Config::parse(""), Config::load)
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+async fn run(args: RunArgs) -> Result<u8, Box<dyn std::error::Error>> {
+    let code = match (&args.code, &args.script) {
+        (Some(path), _) => job::Code::InlineCode(
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        (None, Some(name)) => job::Code::ScriptName(name.clone()),
+        (None, None) => unreachable!("clap requires --code or --script"),
+    };
+    let kind = match args.kind {
+        None => JobKind::Auto,
+        Some(KindArg::Exec) => JobKind::Exec,
+        Some(KindArg::Transform) => JobKind::Transform,
+    };
+    let job = Job {
+        kind: kind.into(),
+        code: Some(code),
+        params_json: args.params.clone().unwrap_or_default(),
+        has_input_table: false,
+        limits: Some(Limits {
+            memory_limit_bytes: args.memory_limit_bytes.unwrap_or(0),
+            wall_timeout_ms: args.wall_timeout_ms.unwrap_or(0),
+            cpu_timeout_ms: args.cpu_timeout_ms.unwrap_or(0),
+        }),
+    };
+    let input = match &args.input {
+        Some(path) => Some(std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?),
+        None => None,
+    };
+
+    let reply = match &args.socket {
+        Some(socket) => Client::connect(socket).await?.run(job, input.as_ref().map(AsFd::as_fd)).await?,
+        None => {
+            let mut config = load_config(args.config.as_deref())?;
+            if args.config.is_none() {
+                config.pool.workers = 1; // one job needs one warm worker
+            }
+            run_private(config, job, input.as_ref()).await?
+        }
+    };
+    let (report, status) = describe(&reply, args.output.as_deref())?;
+    println!("{report}");
+    Ok(status)
+}
+
+/// Starts a supervisor on a private socket, runs `job` through it, stops it.
+async fn run_private(config: Config, job: Job, input: Option<&std::fs::File>) -> Result<Reply, Box<dyn std::error::Error>> {
+    let dir = tempfile::Builder::new().prefix("pyclave-run-").tempdir()?;
+    let socket = dir.path().join("pyclave.sock");
+    let shutdown = CancellationToken::new();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let server = {
+        let (socket, shutdown) = (socket.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            server::serve(config, &socket, shutdown, move || {
+                let _ = ready_tx.send(());
+            })
+            .await
+        })
+    };
+    if ready_rx.await.is_err() {
+        // The server ended before it was ready: report why.
+        server.await??;
+        return Err("the private supervisor stopped before it was ready".into());
+    }
+    let reply = Client::connect(&socket).await?.run(job, input.map(AsFd::as_fd)).await;
+    shutdown.cancel();
+    server.await??;
+    Ok(reply?)
+}
+
+/// The outcome as JSON, and the exit status for it.
+fn describe(reply: &Reply, output: Option<&Path>) -> Result<(Value, u8), Box<dyn std::error::Error>> {
+    let outcome = &reply.outcome;
+    let mut report = Map::new();
+    let (name, status, details) = match &outcome.kind {
+        Some(Kind::Ok(ok)) => {
+            let mut details = json!({});
+            if !ok.json.is_empty() {
+                details["value"] = serde_json::from_str(&ok.json)?;
+            }
+            if let Some(table) = &reply.table {
+                let mut source = std::fs::File::from(table.try_clone()?);
+                let bytes = match output {
+                    Some(path) => std::io::copy(&mut source, &mut std::fs::File::create(path)?)?,
+                    None => source.metadata()?.len(),
+                };
+                details["table"] = json!({ "bytes": bytes, "path": output.map(|p| p.display().to_string()) });
+            }
+            ("ok", exit_code::OK, details)
+        }
+        Some(Kind::UserError(error)) => (
+            "user_error",
+            exit_code::USER_ERROR,
+            json!({ "type": error.r#type, "message": error.message, "traceback": error.traceback }),
+        ),
+        Some(Kind::Timeout(timeout)) => {
+            let clock = if timeout.clock() == timeout::Clock::Cpu { "cpu" } else { "wall" };
+            ("timeout", exit_code::TIMEOUT, json!({ "clock": clock, "limit_ms": timeout.limit_ms }))
+        }
+        Some(Kind::OutOfMemory(oom)) => (
+            "out_of_memory",
+            exit_code::OUT_OF_MEMORY,
+            json!({ "limit_bytes": oom.limit_bytes, "peak_bytes": oom.peak_bytes }),
+        ),
+        Some(Kind::Killed(killed)) => {
+            ("killed", exit_code::KILLED, json!({ "signal": killed.signal, "signal_name": killed.signal_name }))
+        }
+        Some(Kind::OutputRejected(rejected)) => {
+            ("output_rejected", exit_code::OUTPUT_REJECTED, json!({ "reason": rejected.reason }))
+        }
+        Some(Kind::Rejected(rejection)) => {
+            let code = rejected::Code::try_from(rejection.code).unwrap_or(rejected::Code::Unspecified);
+            let code = code.as_str_name().trim_start_matches("CODE_").to_lowercase();
+            ("rejected", exit_code::REJECTED, json!({ "code": code, "reason": rejection.reason }))
+        }
+        None => return Err("the outcome has no kind".into()),
+    };
+    report.insert("outcome".into(), name.into());
+    if let Value::Object(details) = details {
+        report.extend(details);
+    }
+    for (key, captured) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
+        let captured = captured.clone().unwrap_or_default();
+        let CapturedOutput { data, truncated } = captured;
+        report.insert(key.into(), String::from_utf8_lossy(&data).into_owned().into());
+        report.insert(format!("{key}_truncated"), truncated.into());
+    }
+    let usage = outcome.usage.unwrap_or_default();
+    report.insert(
+        "usage".into(),
+        json!({
+            "queue_time_us": usage.queue_time_us,
+            "wall_time_us": usage.wall_time_us,
+            "cpu_time_us": usage.cpu_time_us,
+            "peak_memory_bytes": usage.peak_memory_bytes,
+        }),
+    );
+    Ok((Value::Object(report), status))
+}

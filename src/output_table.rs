@@ -1,0 +1,49 @@
+//! The output table's memfd: created per job, then — once every process of
+//! the job is gone — sealed, validated and re-opened read-only for the caller.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::fcntl::{FcntlArg, OFlag, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::stat::Mode;
+
+use crate::arrow_check::{self, TableLimits};
+use crate::config::OutputLimits;
+
+/// An empty, sealable memfd for the worker to write the output table into.
+pub fn create() -> std::io::Result<OwnedFd> {
+    Ok(memfd_create(c"pyclave-output", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?)
+}
+
+/// Seals `memfd` against any change, validates the Arrow file in it, and
+/// returns a read-only descriptor for the caller. `Err` is the rejection
+/// reason shown to the caller.
+///
+/// Call only when no process of the job is left: sealing fails while a
+/// writable mapping exists, and validating a file that can still change
+/// would prove nothing.
+pub fn finalize(memfd: OwnedFd, limits: &OutputLimits) -> Result<OwnedFd, String> {
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
+    fcntl(memfd.as_fd(), FcntlArg::F_ADD_SEALS(seals)).map_err(|e| format!("cannot seal the output: {e}"))?;
+    let file = std::fs::File::from(memfd);
+    let size = file.metadata().map_err(|e| format!("cannot stat the output: {e}"))?.len();
+    if size == 0 {
+        return Err("the job wrote no output table".into());
+    }
+    let table_limits = TableLimits {
+        max_rows: limits.max_rows,
+        max_columns: limits.max_columns,
+        max_table_bytes: limits.max_table_bytes,
+    };
+    if size > table_limits.max_table_bytes {
+        return Err(arrow_check::TableRejection::TooLarge { bytes: size, limit: table_limits.max_table_bytes }.to_string());
+    }
+    // SAFETY: the memfd is sealed against writes, growth and shrinking, and
+    // the seals themselves are sealed, so the mapped bytes cannot change or
+    // disappear while the map lives.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map the output: {e}"))?;
+    arrow_check::validate_table(bytes::Bytes::from_owner(map), &table_limits).map_err(|rejection| rejection.to_string())?;
+    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    nix::fcntl::open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("cannot re-open the output read-only: {e}"))
+}

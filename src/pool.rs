@@ -1,0 +1,272 @@
+//! The pool of warm workers and the queue in front of it.
+//!
+//! Each worker lives in its own task: it is started (off any job's path),
+//! offers itself to the dispatcher, and runs the one job it is given — at
+//! which moment it starts its own replacement. The dispatcher takes queued
+//! jobs in order, bounded by the number of jobs allowed to run at once, and
+//! hands each to the next idle worker; offers from workers that died while
+//! idle are skipped. The queue is bounded: a full queue rejects at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::cgroup::Cgroups;
+use crate::config::{JobLimits, OutputLimits};
+use crate::job::{JobSpec, Rejection};
+use crate::outcome;
+use crate::proto::api::rejected;
+use crate::worker::{Finished, Worker, WorkerSettings};
+use crate::zygote::{Zygote, error_chain};
+
+const RESTART_DELAY: Duration = Duration::from_millis(200);
+
+/// Where a job's outcome goes: the caller's connection, with the job's id.
+pub type ReplyTo = mpsc::UnboundedSender<(u64, Finished)>;
+
+/// An accepted job waiting for a worker.
+pub struct QueuedJob {
+    pub id: u64,
+    pub spec: JobSpec,
+    pub accepted_at: Instant,
+    /// Fires when the caller disconnects: the job is dropped or killed.
+    pub cancel: CancellationToken,
+    pub reply: ReplyTo,
+    /// The caller's in-flight slot, held until the outcome is sent.
+    pub in_flight: OwnedSemaphorePermit,
+}
+
+impl QueuedJob {
+    fn answer(self, finished: Finished) {
+        // The connection may be gone; then nobody is waiting for this.
+        let _ = self.reply.send((self.id, finished));
+    }
+
+    fn reject(self, code: rejected::Code, reason: &str) {
+        let outcome = outcome::rejected(Rejection::new(code, reason));
+        self.answer(Finished { outcome, table: None });
+    }
+}
+
+/// A job on its way to a worker, with its running slot.
+struct Assignment {
+    job: QueuedJob,
+    _running: OwnedSemaphorePermit,
+}
+
+pub struct PoolSettings {
+    pub workers: usize,
+    pub max_queued_jobs: usize,
+    pub limits: JobLimits,
+    pub output: OutputLimits,
+}
+
+struct Shared {
+    zygote: Zygote,
+    cgroups: Arc<Cgroups>,
+    limits: JobLimits,
+    output: OutputLimits,
+    cores: u32,
+    next_worker_id: AtomicU64,
+    idle: mpsc::UnboundedSender<oneshot::Sender<Assignment>>,
+    /// Jobs handed to a worker that died in the same instant; run first.
+    retry: mpsc::UnboundedSender<Assignment>,
+    /// Asks the spawner for a new worker task (a replacement).
+    spawn: mpsc::UnboundedSender<()>,
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Starts a new worker task (from the spawner task, which keeps worker
+    /// tasks from spawning each other directly).
+    fn replace_worker(&self) {
+        let _ = self.spawn.send(());
+    }
+
+    fn settings(&self) -> WorkerSettings<'_> {
+        WorkerSettings {
+            zygote: &self.zygote,
+            cgroups: &self.cgroups,
+            limits: &self.limits,
+            output: &self.output,
+            cores: self.cores,
+        }
+    }
+}
+
+/// The submitting side of the pool.
+#[derive(Clone)]
+pub struct Pool {
+    queue: mpsc::Sender<QueuedJob>,
+    running: Arc<Semaphore>,
+    workers: u32,
+}
+
+impl Pool {
+    pub fn start(settings: PoolSettings, zygote: Zygote, cgroups: Arc<Cgroups>, shutdown: CancellationToken) -> Self {
+        let (queue, queued) = mpsc::channel(settings.max_queued_jobs);
+        let (idle, offers) = mpsc::unbounded_channel();
+        let (retry, retries) = mpsc::unbounded_channel();
+        let (spawn, spawns) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            zygote,
+            cgroups,
+            limits: settings.limits,
+            output: settings.output,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            next_worker_id: AtomicU64::new(1),
+            idle,
+            retry,
+            spawn,
+            shutdown: shutdown.clone(),
+        });
+        for _ in 0..settings.workers {
+            shared.replace_worker();
+        }
+        tokio::spawn(spawn_workers(Arc::clone(&shared), spawns));
+        let running = Arc::new(Semaphore::new(settings.workers));
+        tokio::spawn(dispatch(queued, retries, offers, Arc::clone(&running), shutdown));
+        Self { queue, running, workers: settings.workers as u32 }
+    }
+
+    /// Resolves when no job is running (used after shutdown stops dispatch).
+    pub async fn drained(&self) {
+        let _ = self.running.acquire_many(self.workers).await;
+    }
+
+    /// Queues `job`, or rejects it at once when the queue is full.
+    pub fn submit(&self, job: QueuedJob) {
+        match self.queue.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                job.reject(rejected::Code::QueueFull, "the job queue is full; try again later");
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
+            }
+        }
+    }
+}
+
+async fn dispatch(
+    mut queued: mpsc::Receiver<QueuedJob>,
+    mut retries: mpsc::UnboundedReceiver<Assignment>,
+    mut offers: mpsc::UnboundedReceiver<oneshot::Sender<Assignment>>,
+    running: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let assignment = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(assignment) = retries.recv() => assignment,
+            job = queued.recv() => {
+                let Some(job) = job else { break };
+                if job.cancel.is_cancelled() {
+                    continue; // the caller is gone
+                }
+                let running = tokio::select! {
+                    () = shutdown.cancelled() => {
+                        job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
+                        break;
+                    }
+                    permit = Arc::clone(&running).acquire_owned() => permit.expect("never closed"),
+                };
+                Assignment { job, _running: running }
+            }
+        };
+        let mut assignment = assignment;
+        loop {
+            let offer = tokio::select! {
+                () = shutdown.cancelled() => {
+                    assignment.job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
+                    break;
+                }
+                offer = offers.recv() => offer.expect("workers hold the sender"),
+            };
+            match offer.send(assignment) {
+                Ok(()) => break,
+                Err(returned) => assignment = returned, // that worker died idle
+            }
+        }
+    }
+    queued.close();
+    while let Some(job) = queued.recv().await {
+        job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
+    }
+}
+
+async fn spawn_workers(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<()>) {
+    while requests.recv().await.is_some() && !shared.shutdown.is_cancelled() {
+        tokio::spawn(worker_task(Arc::clone(&shared)));
+    }
+}
+
+enum IdleEnd {
+    Assigned(Assignment),
+    Died(Option<crate::reaper::ExitStatus>),
+    Shutdown,
+}
+
+async fn worker_task(shared: Arc<Shared>) {
+    if shared.shutdown.is_cancelled() {
+        return;
+    }
+    let id = shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
+    let settings = shared.settings();
+    let mut worker = match Worker::start(&settings, id).await {
+        Ok(worker) => worker,
+        Err(error) => {
+            tracing::warn!(worker = id, error = %error_chain(&error), "cannot start a worker; retrying");
+            tokio::time::sleep(RESTART_DELAY).await;
+            shared.replace_worker();
+            return;
+        }
+    };
+    let (offer, mut assigned) = oneshot::channel();
+    if shared.idle.send(offer).is_err() {
+        worker.retire().await;
+        return;
+    }
+    let end = tokio::select! {
+        assignment = &mut assigned => match assignment {
+            Ok(assignment) => IdleEnd::Assigned(assignment),
+            Err(_) => IdleEnd::Shutdown,
+        },
+        status = worker.died() => IdleEnd::Died(status),
+        () = shared.shutdown.cancelled() => IdleEnd::Shutdown,
+    };
+    // A job may have been handed over in the same instant the worker died
+    // or shutdown began: it must not be lost.
+    assigned.close();
+    let orphaned = assigned.try_recv().ok();
+    match end {
+        IdleEnd::Assigned(Assignment { job, _running }) => {
+            // The replacement forks while this job runs.
+            shared.replace_worker();
+            let QueuedJob { id: job_id, spec, accepted_at, cancel, reply, in_flight } = job;
+            if let Some(finished) = worker.run(spec, &settings, &cancel, accepted_at.elapsed()).await {
+                let _ = reply.send((job_id, finished));
+            }
+            drop(in_flight);
+        }
+        IdleEnd::Died(_) if shared.shutdown.is_cancelled() => worker.retire().await,
+        IdleEnd::Died(status) => {
+            tracing::warn!(worker = id, pid = %worker.pid(), ?status, "idle worker died; replacing it");
+            worker.retire().await;
+            if let Some(assignment) = orphaned {
+                let _ = shared.retry.send(assignment);
+            }
+            shared.replace_worker();
+        }
+        IdleEnd::Shutdown => {
+            worker.retire().await;
+            if let Some(assignment) = orphaned {
+                assignment.job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The Unix-socket server: accepts callers, turns their requests into queued
+//! jobs, and writes each job's outcome back on the connection it came from.
+//!
+//! A connection may have many jobs in flight (bounded); responses go out in
+//! completion order, matched by the request id. A frame that breaks the
+//! protocol gets a `ProtocolError` and closes that connection only. When a
+//! connection closes, its queued jobs are dropped and its running jobs killed.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::cgroup::{CgroupError, Cgroups};
+use crate::channel::{self, FrameWriter};
+use crate::config::Config;
+use crate::job::{self, Rejection};
+use crate::outcome;
+use crate::pool::{Pool, PoolSettings, QueuedJob};
+use crate::proto::api::{ProtocolError, Request, Response, rejected, response};
+use crate::reaper::ExitRegistry;
+use crate::runtime_files::RuntimeDir;
+use crate::scripts::ScriptDir;
+use crate::worker::Finished;
+use crate::zygote::{Zygote, ZygoteError, ZygoteSettings, error_chain};
+
+const SOCKET_MODE: u32 = 0o660;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("another supervisor is listening on {path}")]
+    SocketInUse { path: PathBuf },
+    #[error("{path} exists and is not a socket")]
+    NotASocket { path: PathBuf },
+    #[error("cannot listen on {path}")]
+    Bind { path: PathBuf, #[source] source: std::io::Error },
+    #[error("cannot open the scripts directory {path}")]
+    Scripts { path: PathBuf, #[source] source: std::io::Error },
+    #[error("cannot write the worker runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot set up cgroups")]
+    Cgroup(#[from] CgroupError),
+    #[error("cannot start the zygote")]
+    Zygote(#[from] ZygoteError),
+    #[error("cannot become the reaper of orphaned workers")]
+    Reaper(#[source] std::io::Error),
+}
+
+struct Context {
+    config: Config,
+    pool: Pool,
+    scripts: Option<ScriptDir>,
+}
+
+/// Runs the supervisor on `socket_path` until `shutdown` fires. `ready` is
+/// called once the socket accepts connections.
+pub async fn serve(
+    config: Config,
+    socket_path: &Path,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(),
+) -> Result<(), ServerError> {
+    let exits = ExitRegistry::default();
+    // Become a subreaper before the first fork, so no worker escapes us.
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no
+    // memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(ServerError::Reaper(std::io::Error::last_os_error()));
+    }
+    let reaper = tokio::spawn(exits.clone().reap_children());
+
+    let cgroups = Arc::new(Cgroups::init()?);
+    let runtime = RuntimeDir::create(&std::env::temp_dir()).map_err(ServerError::Runtime)?;
+    let scripts = match &config.scripts.dir {
+        Some(path) => Some(ScriptDir::open(path).map_err(|source| ServerError::Scripts { path: path.clone(), source })?),
+        None => None,
+    };
+    let zygote_settings = ZygoteSettings {
+        python: config.pool.python.clone(),
+        runtime_dir: runtime.path().to_owned(),
+        start_timeout: Duration::from_millis(config.pool.zygote_start_timeout_ms),
+    };
+    let zygote = Zygote::start(zygote_settings, exits, shutdown.clone()).await?;
+    let workers = config.pool.worker_count();
+    let pool_settings = PoolSettings {
+        workers,
+        max_queued_jobs: config.server.max_queued_jobs,
+        limits: config.limits,
+        output: config.output,
+    };
+    let pool = Pool::start(pool_settings, zygote, Arc::clone(&cgroups), shutdown.clone());
+    let listener = bind(socket_path)?;
+    tracing::info!(socket = %socket_path.display(), workers, cgroup = cgroups.version(), "pyclave supervisor ready");
+    ready();
+
+    let context = Arc::new(Context { config, pool, scripts });
+    accept_loop(&listener, &context, &shutdown).await;
+
+    let _ = std::fs::remove_file(socket_path);
+    let grace = Duration::from_millis(context.config.server.shutdown_grace_ms);
+    if tokio::time::timeout(grace, context.pool.drained()).await.is_err() {
+        tracing::warn!(?grace, "running jobs did not finish within the shutdown grace period; killing them");
+    }
+    cgroups.remove();
+    reaper.abort();
+    drop(runtime);
+    Ok(())
+}
+
+/// Binds the socket with mode 0660, replacing a stale socket file left by a
+/// crashed run (but never a live supervisor's, nor a non-socket file).
+fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    if let Ok(metadata) = std::fs::symlink_metadata(path) {
+        if !metadata.file_type().is_socket() {
+            return Err(ServerError::NotASocket { path: path.to_owned() });
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServerError::SocketInUse { path: path.to_owned() });
+        }
+        std::fs::remove_file(path).map_err(|source| ServerError::Bind { path: path.to_owned(), source })?;
+    }
+    let bind_error = |source| ServerError::Bind { path: path.to_owned(), source };
+    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(bind_error)?;
+    Ok(listener)
+}
+
+async fn accept_loop(listener: &UnixListener, context: &Arc<Context>, shutdown: &CancellationToken) {
+    let connections = Arc::new(Semaphore::new(context.config.server.max_connections));
+    let mut next_connection = 0u64;
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => return,
+            permit = Arc::clone(&connections).acquire_owned() => permit.expect("never closed"),
+        };
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        next_connection += 1;
+        let context = Arc::clone(context);
+        let span = tracing::info_span!("connection", id = next_connection);
+        tokio::spawn(
+            async move {
+                connection(stream, &context).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn connection(stream: UnixStream, context: &Context) {
+    let limits = &context.config.server;
+    let (mut reader, writer) = channel::split(stream, limits.max_request_frame_bytes);
+    let (replies, finished) = mpsc::unbounded_channel();
+    let (protocol_error, protocol_error_message) = oneshot::channel();
+    let writer_task = tokio::spawn(write_responses(writer, finished, protocol_error_message));
+    let mut protocol_error = Some(protocol_error);
+    let mut report = |message: String| {
+        tracing::debug!(error = %message, "protocol error; closing the connection");
+        if let Some(sender) = protocol_error.take() {
+            let _ = sender.send(message);
+        }
+    };
+    let cancel = CancellationToken::new();
+    let in_flight = Arc::new(Semaphore::new(limits.max_jobs_per_connection));
+
+    loop {
+        let request = match reader.recv::<Request>().await {
+            Ok(Some(request)) => request,
+            Ok(None) => break,
+            Err(error) => {
+                report(error_chain(&error));
+                break;
+            }
+        };
+        let id = request.id;
+        let Some(job) = request.job else {
+            let rejection = Rejection::new(rejected::Code::BadRequest, "the request has no job");
+            let _ = replies.send((id, Finished { outcome: outcome::rejected(rejection), table: None }));
+            continue;
+        };
+        let input = if job.has_input_table {
+            match reader.take_fd() {
+                Ok(fd) => Some(fd),
+                Err(error) => {
+                    report(error.to_string());
+                    break;
+                }
+            }
+        } else {
+            None
+        };
+        let Ok(slot) = Arc::clone(&in_flight).try_acquire_owned() else {
+            let rejection = Rejection::new(
+                rejected::Code::TooManyJobs,
+                format!("at most {} jobs may be in flight per connection", limits.max_jobs_per_connection),
+            );
+            let _ = replies.send((id, Finished { outcome: outcome::rejected(rejection), table: None }));
+            continue;
+        };
+        match job::prepare(job, input, &context.config.limits, context.scripts.as_ref()) {
+            Ok(spec) => context.pool.submit(QueuedJob {
+                id,
+                spec,
+                accepted_at: Instant::now(),
+                cancel: cancel.clone(),
+                reply: replies.clone(),
+                in_flight: slot,
+            }),
+            Err(rejection) => {
+                let _ = replies.send((id, Finished { outcome: outcome::rejected(rejection), table: None }));
+            }
+        }
+    }
+    // The caller is gone (or broke the protocol): its queued jobs are
+    // dropped and its running jobs killed.
+    cancel.cancel();
+    drop(replies);
+    let _ = writer_task.await;
+}
+
+/// Sends outcomes as they complete; a protocol error is sent last and ends
+/// the connection.
+async fn write_responses(
+    mut writer: FrameWriter,
+    mut finished: mpsc::UnboundedReceiver<(u64, Finished)>,
+    mut protocol_error: oneshot::Receiver<String>,
+) {
+    loop {
+        let (response, table) = tokio::select! {
+            biased;
+            Some((id, Finished { outcome, table })) = finished.recv() => {
+                (Response { id, body: Some(response::Body::Outcome(outcome)) }, table)
+            }
+            Ok(message) = &mut protocol_error => {
+                let response = Response { id: 0, body: Some(response::Body::ProtocolError(ProtocolError { message })) };
+                let _ = writer.send(&response, &[]).await;
+                return;
+            }
+            else => return,
+        };
+        let fds: Vec<_> = table.iter().map(AsFd::as_fd).collect();
+        if let Err(error) = writer.send(&response, &fds).await {
+            tracing::debug!(error = %error_chain(&error), "cannot write to the caller");
+            return;
+        }
+    }
+}

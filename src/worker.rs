@@ -1,0 +1,285 @@
+//! One worker process: born from the zygote into its own cgroup, ready
+//! before any job exists, runs exactly one job, and is gone.
+//!
+//! [`Worker::start`] does everything off the job's path: cgroup, channels,
+//! fork, cgroup placement, the wait for `ready`. [`Worker::run`] sends the
+//! job, watches the deadlines, kills whatever is left of the job, and turns
+//! what it saw into the outcome.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::{CapturePipe, capture};
+use crate::cgroup::{CgroupError, JobCgroup};
+use crate::channel::{self, ChannelError, FrameReader, FrameWriter};
+use crate::config::{JobLimits, OutputLimits};
+use crate::job::JobSpec;
+use crate::outcome::{self, Ending, Evidence};
+use crate::proto::api::{self, CapturedOutput, Usage, outcome::Kind};
+use crate::proto::worker::{WorkerEvent, WorkerJob, worker_event};
+use crate::reaper::ExitStatus;
+use crate::zygote::{WorkerFds, Zygote, ZygoteError};
+
+/// How long a forked worker may take to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for the exit status and the pipes once the job's
+/// processes have been killed.
+const REAP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Room for the JobResult envelope around the JSON value and traceback.
+const RESULT_FRAME_SLACK_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("worker cgroup")]
+    Cgroup(#[from] CgroupError),
+    #[error("worker channels")]
+    Io(#[from] std::io::Error),
+    #[error("spawning the worker")]
+    Spawn(#[from] ZygoteError),
+    #[error("worker channel")]
+    Channel(#[from] ChannelError),
+    #[error("the worker did not report ready within {READY_TIMEOUT:?}")]
+    ReadyTimeout,
+    #[error("the worker sent {received} where `ready` was expected")]
+    NotReady { received: String },
+}
+
+/// What the worker needs from the server.
+pub struct WorkerSettings<'a> {
+    pub zygote: &'a Zygote,
+    pub cgroups: &'a crate::cgroup::Cgroups,
+    pub limits: &'a JobLimits,
+    pub output: &'a OutputLimits,
+    pub cores: u32,
+}
+
+/// The result of a job for its caller.
+pub struct Finished {
+    pub outcome: api::Outcome,
+    pub table: Option<OwnedFd>,
+}
+
+pub struct Worker {
+    pid: nix::unistd::Pid,
+    cgroup: JobCgroup,
+    reader: FrameReader,
+    writer: FrameWriter,
+    exit: oneshot::Receiver<ExitStatus>,
+    stdout: JoinHandle<CapturedOutput>,
+    stderr: JoinHandle<CapturedOutput>,
+}
+
+impl Worker {
+    pub async fn start(settings: &WorkerSettings<'_>, id: u64) -> Result<Self, WorkerError> {
+        let cgroup = settings.cgroups.create_job(&format!("w{id}"), settings.limits.memory_limit_bytes)?;
+        match Self::spawn_into(settings, id, cgroup).await {
+            Ok(worker) => Ok(worker),
+            Err((error, cgroup)) => {
+                let _ = cgroup.kill_all().await;
+                let _ = cgroup.remove();
+                Err(error)
+            }
+        }
+    }
+
+    async fn spawn_into(
+        settings: &WorkerSettings<'_>,
+        id: u64,
+        cgroup: JobCgroup,
+    ) -> Result<Self, (WorkerError, JobCgroup)> {
+        macro_rules! attempt {
+            ($e:expr) => {
+                match $e {
+                    Ok(value) => value,
+                    Err(error) => return Err((WorkerError::from(error), cgroup)),
+                }
+            };
+        }
+        let (ours, theirs) = attempt!(std::os::unix::net::UnixStream::pair());
+        let (stdout, stderr) = (attempt!(CapturePipe::new()), attempt!(CapturePipe::new()));
+        let fds = WorkerFds { control: theirs.into(), stdout: stdout.write, stderr: stderr.write };
+        let spawned = attempt!(settings.zygote.spawn(id, fds).await);
+        // The job's memory limit and accounting start here, before the
+        // worker reports ready (and so before any job reaches it).
+        attempt!(cgroup.add_process(spawned.pid));
+        attempt!(ours.set_nonblocking(true));
+        let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
+        let (reader, writer) = channel::split(attempt!(UnixStream::from_std(ours)), max_frame as usize);
+        let cap = settings.limits.max_captured_output_bytes as usize;
+        let mut worker = Self {
+            pid: spawned.pid,
+            cgroup,
+            reader,
+            writer,
+            exit: spawned.exit,
+            stdout: tokio::spawn(capture(stdout.read, cap)),
+            stderr: tokio::spawn(capture(stderr.read, cap)),
+        };
+        match tokio::time::timeout(READY_TIMEOUT, worker.reader.recv::<WorkerEvent>()).await {
+            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(_)) }))) => Ok(worker),
+            Ok(Ok(other)) => Err((WorkerError::NotReady { received: format!("{other:?}") }, worker.cgroup)),
+            Ok(Err(error)) => Err((error.into(), worker.cgroup)),
+            Err(_) => Err((WorkerError::ReadyTimeout, worker.cgroup)),
+        }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        self.pid
+    }
+
+    /// Resolves if the worker dies while idle.
+    pub async fn died(&mut self) -> Option<ExitStatus> {
+        (&mut self.exit).await.ok()
+    }
+
+    /// Retires an idle worker that will get no job.
+    pub async fn retire(self) {
+        let _ = self.cgroup.kill_all().await;
+        if let Err(error) = self.cgroup.remove() {
+            tracing::warn!(%error, "cannot remove a worker cgroup");
+        }
+    }
+
+    /// Runs `spec` to its one outcome. `None` when `cancel` fired (the
+    /// caller is gone): the job is killed and nobody is answered.
+    pub async fn run(
+        mut self,
+        spec: JobSpec,
+        settings: &WorkerSettings<'_>,
+        cancel: &CancellationToken,
+        queue_time: Duration,
+    ) -> Option<Finished> {
+        let started = Instant::now();
+        let limits = spec.limits;
+        if limits.memory_limit_bytes != settings.limits.memory_limit_bytes {
+            if let Err(error) = self.cgroup.set_memory_limit(limits.memory_limit_bytes) {
+                tracing::error!(%error, "cannot set a job's memory limit");
+                self.retire().await;
+                return Some(internal_error("cannot apply the job's memory limit"));
+            }
+        }
+        let cpu_baseline = self.cgroup.cpu_usage().unwrap_or_default();
+        let output = if spec.wants_output_table() {
+            match crate::output_table::create() {
+                Ok(memfd) => Some(memfd),
+                Err(error) => {
+                    tracing::error!(%error, "cannot create an output memfd");
+                    self.retire().await;
+                    return Some(internal_error("cannot create the output table file"));
+                }
+            }
+        } else {
+            None
+        };
+
+        let request = WorkerJob {
+            kind: spec.kind.into(),
+            code: spec.code,
+            filename: spec.filename,
+            params_json: spec.params_json,
+            has_input_table: spec.input.is_some(),
+            has_output_table: output.is_some(),
+        };
+        let fds: Vec<_> = spec.input.iter().chain(output.iter()).map(AsFd::as_fd).collect();
+        let sent = self.writer.send(&request, &fds).await;
+        drop(spec.input);
+
+        let mut exit = None;
+        let ending = if sent.is_err() {
+            Some(Ending::Died)
+        } else {
+            let wall_deadline = tokio::time::sleep(limits.wall_timeout);
+            let cpu_deadline = cpu_deadline(&self.cgroup, cpu_baseline, limits.cpu_timeout, settings.cores);
+            tokio::select! {
+                event = self.reader.recv::<WorkerEvent>() => Some(match event {
+                    Ok(Some(WorkerEvent { event: Some(worker_event::Event::Result(result)) })) => Ending::Reported(result),
+                    Ok(Some(other)) => Ending::Malformed(format!("unexpected message {other:?}")),
+                    Ok(None) => Ending::Died,
+                    Err(error) => Ending::Malformed(crate::zygote::error_chain(&error)),
+                }),
+                status = &mut self.exit => {
+                    exit = status.ok();
+                    Some(Ending::Died)
+                }
+                () = wall_deadline => Some(Ending::WallTimeout),
+                () = cpu_deadline => Some(Ending::CpuTimeout),
+                () = cancel.cancelled() => None,
+            }
+        };
+        let Some(ending) = ending else {
+            self.retire().await;
+            return None;
+        };
+
+        // Nothing of the job may run past this point: not a lingering child
+        // writing to the output, not a process holding the pipes open.
+        if let Err(error) = self.cgroup.kill_all().await {
+            tracing::error!(%error, "cannot kill a job's processes");
+        }
+        if exit.is_none() {
+            exit = tokio::time::timeout(REAP_TIMEOUT, &mut self.exit).await.ok().and_then(Result::ok);
+        }
+        let wall_time = started.elapsed();
+        let stdout = collect(self.stdout).await;
+        let stderr = collect(self.stderr).await;
+        let cpu_time = self.cgroup.cpu_usage().unwrap_or_default().saturating_sub(cpu_baseline);
+        let peak_memory_bytes = self.cgroup.peak_memory_bytes().unwrap_or_default();
+        let oom_kills = self.cgroup.oom_kills().unwrap_or_default();
+        if let Err(error) = self.cgroup.remove() {
+            tracing::warn!(%error, "cannot remove a job cgroup");
+        }
+
+        let mut kind = outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits });
+        let mut table = None;
+        if let Kind::Ok(api::Ok { has_table: true, .. }) = kind {
+            let memfd = output.expect("a table was reported only when an output file was sent");
+            match crate::output_table::finalize(memfd, settings.output) {
+                Ok(fd) => table = Some(fd),
+                Err(reason) => kind = outcome::output_rejected(reason),
+            }
+        }
+        let usage = Usage {
+            queue_time_us: queue_time.as_micros() as u64,
+            wall_time_us: wall_time.as_micros() as u64,
+            cpu_time_us: cpu_time.as_micros() as u64,
+            peak_memory_bytes,
+        };
+        Some(Finished {
+            outcome: api::Outcome { kind: Some(kind), stdout: Some(stdout), stderr: Some(stderr), usage: Some(usage) },
+            table,
+        })
+    }
+}
+
+/// Resolves once the cgroup has used `limit` of CPU time beyond `baseline`.
+/// Polls no more often than the limit could possibly be reached.
+async fn cpu_deadline(cgroup: &JobCgroup, baseline: Duration, limit: Duration, cores: u32) {
+    loop {
+        let used = cgroup.cpu_usage().unwrap_or_default().saturating_sub(baseline);
+        if used >= limit {
+            return;
+        }
+        let earliest = (limit - used) / cores.max(1);
+        tokio::time::sleep(earliest.max(Duration::from_millis(2))).await;
+    }
+}
+
+async fn collect(mut capture: JoinHandle<CapturedOutput>) -> CapturedOutput {
+    match tokio::time::timeout(REAP_TIMEOUT, &mut capture).await {
+        Ok(Ok(output)) => output,
+        _ => {
+            capture.abort();
+            CapturedOutput::default()
+        }
+    }
+}
+
+fn internal_error(reason: &str) -> Finished {
+    let rejection = crate::job::Rejection::new(api::rejected::Code::Unspecified, format!("internal error: {reason}"));
+    Finished { outcome: outcome::rejected(rejection), table: None }
+}

@@ -1,0 +1,339 @@
+//! The zygote: a Python process that has imported pandas/pyarrow/numpy once
+//! and forks a worker per `Spawn` command.
+//!
+//! [`Zygote`] is the handle workers use to be born. Behind it one task owns
+//! the zygote process: it starts it, forwards spawn requests, registers each
+//! worker's pid with the [`ExitRegistry`] and delivers the exit statuses the
+//! zygote reports. When the zygote dies, pending spawns fail, the task starts
+//! a new zygote (with back-off), and running workers carry on: the
+//! supervisor, a child subreaper, inherits and reaps them.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::{self, ChannelError, FrameReader, FrameWriter};
+use crate::proto::worker::{Spawn, ZygoteCommand, ZygoteEvent, zygote_command, zygote_event};
+use crate::reaper::{ExitRegistry, ExitStatus};
+
+/// The fd number the zygote finds its control socket on.
+const CONTROL_FD: i32 = 3;
+const MAX_EVENT_FRAME_BYTES: usize = 64 * 1024;
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Environment of the zygote (and so of every worker). Thread pools that
+/// would start at import are kept off: the zygote must fork single-threaded.
+const ENVIRONMENT: &[(&str, &str)] = &[
+    ("LANG", "C.UTF-8"),
+    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("HOME", "/tmp"),
+    ("OPENBLAS_NUM_THREADS", "1"),
+    ("OMP_NUM_THREADS", "1"),
+    ("MKL_NUM_THREADS", "1"),
+    ("JE_ARROW_MALLOC_CONF", "background_thread:false"),
+    ("PYTHONDONTWRITEBYTECODE", "1"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZygoteError {
+    #[error("cannot start the zygote ({python})")]
+    Start { python: PathBuf, #[source] source: std::io::Error },
+    #[error("the zygote did not report ready within {timeout:?}")]
+    StartTimeout { timeout: Duration },
+    #[error("the zygote exited during start-up (is pandas/pyarrow installed for this interpreter?)")]
+    DiedAtStart,
+    #[error("the zygote has {threads} threads; it must fork single-threaded")]
+    Threaded { threads: u32 },
+    #[error("zygote channel")]
+    Channel(#[from] ChannelError),
+    #[error("the zygote sent {received} where {expected} was expected")]
+    UnexpectedMessage { expected: &'static str, received: String },
+    #[error("the zygote could not fork: {0}")]
+    ForkFailed(String),
+    #[error("the zygote died before the worker was spawned")]
+    Died,
+    #[error("the supervisor is shutting down")]
+    ShuttingDown,
+}
+
+/// The worker's ends of its three channels, handed to the zygote on spawn.
+pub struct WorkerFds {
+    pub control: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// A freshly forked worker.
+pub struct SpawnedWorker {
+    pub pid: Pid,
+    pub exit: oneshot::Receiver<ExitStatus>,
+}
+
+struct SpawnRequest {
+    worker_id: u64,
+    fds: WorkerFds,
+    reply: oneshot::Sender<Result<SpawnedWorker, ZygoteError>>,
+}
+
+/// How to start the zygote.
+#[derive(Debug, Clone)]
+pub struct ZygoteSettings {
+    pub python: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub start_timeout: Duration,
+}
+
+/// A cloneable handle to the zygote service.
+#[derive(Clone)]
+pub struct Zygote {
+    requests: mpsc::Sender<SpawnRequest>,
+}
+
+impl Zygote {
+    /// Starts the first zygote and waits until it is ready, so that a broken
+    /// interpreter is reported at start-up; later restarts happen in the
+    /// background.
+    pub async fn start(
+        settings: ZygoteSettings,
+        exits: ExitRegistry,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ZygoteError> {
+        let first = RunningZygote::start(&settings).await?;
+        let (requests, receiver) = mpsc::channel(64);
+        tokio::spawn(serve(settings, first, receiver, exits, shutdown));
+        Ok(Self { requests })
+    }
+
+    /// Forks a worker that will talk on `fds.control`.
+    pub async fn spawn(&self, worker_id: u64, fds: WorkerFds) -> Result<SpawnedWorker, ZygoteError> {
+        let (reply, response) = oneshot::channel();
+        self.requests
+            .send(SpawnRequest { worker_id, fds, reply })
+            .await
+            .map_err(|_| ZygoteError::ShuttingDown)?;
+        response.await.map_err(|_| ZygoteError::ShuttingDown)?
+    }
+}
+
+struct RunningZygote {
+    pid: Pid,
+    reader: FrameReader,
+    writer: FrameWriter,
+}
+
+impl RunningZygote {
+    async fn start(settings: &ZygoteSettings) -> Result<Self, ZygoteError> {
+        let start_error = |source| ZygoteError::Start { python: settings.python.clone(), source };
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(start_error)?;
+        let theirs = OwnedFd::from(theirs);
+        let python = resolve_program(&settings.python).ok_or_else(|| {
+            start_error(std::io::Error::new(std::io::ErrorKind::NotFound, "not found on PATH"))
+        })?;
+        let child = zygote_command(&python, &settings.runtime_dir, theirs.as_raw_fd())
+            .spawn()
+            .map_err(start_error)?;
+        drop(theirs);
+        let pid = Pid::from_raw(child.id() as i32);
+        // The child is reaped by the supervisor's reaper, not through `child`.
+        drop(child);
+        ours.set_nonblocking(true).map_err(start_error)?;
+        let (mut reader, writer) =
+            channel::split(UnixStream::from_std(ours).map_err(start_error)?, MAX_EVENT_FRAME_BYTES);
+
+        let ready = tokio::time::timeout(settings.start_timeout, reader.recv::<ZygoteEvent>())
+            .await
+            .map_err(|_| ZygoteError::StartTimeout { timeout: settings.start_timeout });
+        let ready = match ready {
+            Ok(Ok(Some(event))) => event,
+            Ok(Ok(None)) => return Err(ZygoteError::DiedAtStart),
+            Ok(Err(error)) => return Err(error.into()),
+            Err(error) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                return Err(error);
+            }
+        };
+        match ready.event {
+            Some(zygote_event::Event::Ready(ready)) if ready.thread_count == 1 => {
+                tracing::info!(pid = ready.pid, "zygote ready");
+                Ok(Self { pid, reader, writer })
+            }
+            Some(zygote_event::Event::Ready(ready)) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                Err(ZygoteError::Threaded { threads: ready.thread_count })
+            }
+            other => {
+                let _ = kill(pid, Signal::SIGKILL);
+                Err(ZygoteError::UnexpectedMessage { expected: "ready", received: format!("{other:?}") })
+            }
+        }
+    }
+
+    /// Serves spawn requests until the zygote dies or shutdown.
+    async fn serve(
+        &mut self,
+        requests: &mut mpsc::Receiver<SpawnRequest>,
+        exits: &ExitRegistry,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ZygoteError> {
+        let mut pending: Vec<(u64, oneshot::Sender<Result<SpawnedWorker, ZygoteError>>)> = Vec::new();
+        let result = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                request = requests.recv() => {
+                    let Some(request) = request else { break Ok(()) };
+                    let command = ZygoteCommand {
+                        command: Some(zygote_command::Command::Spawn(Spawn { worker_id: request.worker_id })),
+                    };
+                    let fds = [request.fds.control.as_fd(), request.fds.stdout.as_fd(), request.fds.stderr.as_fd()];
+                    if let Err(error) = self.writer.send(&command, &fds).await {
+                        let _ = request.reply.send(Err(ZygoteError::Died));
+                        break Err(error.into());
+                    }
+                    pending.push((request.worker_id, request.reply));
+                }
+                event = self.reader.recv::<ZygoteEvent>() => match event {
+                    Ok(Some(event)) => handle_event(event, &mut pending, exits),
+                    Ok(None) => break Err(ZygoteError::Died),
+                    Err(error) => break Err(error.into()),
+                },
+            }
+        };
+        for (_, reply) in pending {
+            let _ = reply.send(Err(ZygoteError::Died));
+        }
+        let _ = kill(self.pid, Signal::SIGKILL);
+        result
+    }
+}
+
+fn handle_event(
+    event: ZygoteEvent,
+    pending: &mut Vec<(u64, oneshot::Sender<Result<SpawnedWorker, ZygoteError>>)>,
+    exits: &ExitRegistry,
+) {
+    let mut answer = |worker_id: u64, result: Result<SpawnedWorker, ZygoteError>| {
+        if let Some(index) = pending.iter().position(|(id, _)| *id == worker_id) {
+            let (_, reply) = pending.swap_remove(index);
+            let _ = reply.send(result);
+        }
+    };
+    match event.event {
+        Some(zygote_event::Event::Spawned(spawned)) => {
+            let pid = Pid::from_raw(spawned.pid as i32);
+            // Watch before anything can report this pid's exit: the zygote
+            // reports `Spawned` before it reaps.
+            let exit = exits.watch(pid);
+            answer(spawned.worker_id, Ok(SpawnedWorker { pid, exit }));
+        }
+        Some(zygote_event::Event::SpawnFailed(failed)) => {
+            answer(failed.worker_id, Err(ZygoteError::ForkFailed(failed.error)));
+        }
+        Some(zygote_event::Event::Exited(exited)) => {
+            exits.deliver(Pid::from_raw(exited.pid as i32), ExitStatus::from_raw(exited.wait_status));
+        }
+        Some(zygote_event::Event::Ready(_)) | None => {
+            tracing::warn!("unexpected event from the zygote");
+        }
+    }
+}
+
+async fn serve(
+    settings: ZygoteSettings,
+    first: RunningZygote,
+    mut requests: mpsc::Receiver<SpawnRequest>,
+    exits: ExitRegistry,
+    shutdown: CancellationToken,
+) {
+    let mut zygote = Some(first);
+    let mut backoff = Duration::from_millis(50);
+    while !shutdown.is_cancelled() {
+        let mut running = match zygote.take() {
+            Some(running) => running,
+            None => match RunningZygote::start(&settings).await {
+                Ok(running) => {
+                    backoff = Duration::from_millis(50);
+                    running
+                }
+                Err(error) => {
+                    tracing::error!(error = %error_chain(&error), "cannot restart the zygote");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        if let Err(error) = running.serve(&mut requests, &exits, &shutdown).await {
+            tracing::warn!(pid = %running.pid, error = %error_chain(&error), "zygote died; restarting it");
+        }
+    }
+}
+
+/// `program` as given when it has a slash, else the first match on the
+/// supervisor's own PATH (the zygote's PATH is a fixed minimal one). Not
+/// canonicalized: a venv's interpreter must keep its path to find the venv.
+fn resolve_program(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return Some(program.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| {
+        use std::os::unix::fs::PermissionsExt;
+        candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// The zygote's command line; `control` must stay open until it is spawned.
+fn zygote_command(python: &Path, runtime_dir: &Path, control: RawFd) -> Command {
+    let bootstrap = format!(
+        "import sys; sys.path.insert(0, {dir:?}); from pyclave_worker import zygote; zygote.main({CONTROL_FD})",
+        dir = runtime_dir.display().to_string(),
+    );
+    let mut command = Command::new(python);
+    command
+        .args(["-I", "-c", &bootstrap])
+        .env_clear()
+        .envs(ENVIRONMENT.iter().copied())
+        .stdin(Stdio::null())
+        // The zygote's own prints belong in the supervisor's log, never on
+        // its stdout (where `pyclave run` prints the outcome).
+        .stdout(std::io::stderr())
+        .stderr(Stdio::inherit());
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed: dup2 and fcntl are. `control` is
+    // open in the parent for the whole spawn (the caller's contract), so the
+    // child's copy is valid.
+    unsafe {
+        command.pre_exec(move || {
+            let result = if control == CONTROL_FD {
+                libc::fcntl(CONTROL_FD, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(control, CONTROL_FD)
+            };
+            if result == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+/// Renders an error with its sources, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,204 @@
+//! A real supervisor (the `pyclave` binary) on a temporary socket, with the
+//! project's venv as its Python, and helpers to talk to it.
+
+#![allow(dead_code)] // each test crate uses its own subset of these helpers
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use pyclave::client::{Client, Reply};
+use pyclave::proto::api::{Job, JobKind, Limits, job, outcome::Kind};
+
+pub struct Supervisor {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn venv_python() -> PathBuf {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(python.exists(), "run scripts/setup.sh first: {} is missing", python.display());
+    python
+}
+
+impl Supervisor {
+    /// Starts `pyclave serve` with `extra_config` (TOML) appended to a
+    /// config that points at the venv, and waits until it accepts.
+    pub fn start(extra_config: &str) -> Self {
+        Self::start_with_env(extra_config, &[])
+    }
+
+    pub fn start_with_env(extra_config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("pyclave.sock");
+        let config = dir.path().join("pyclave.toml");
+        let mut text = extra_config.to_owned();
+        if !text.contains("[pool]") {
+            text.push_str("\n[pool]\n");
+        }
+        let text = text.replacen("[pool]", &format!("[pool]\npython = {:?}", venv_python().display().to_string()), 1);
+        std::fs::write(&config, text).expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_pyclave"))
+            .args(["serve", "--socket"])
+            .arg(&socket)
+            .arg("--config")
+            .arg(&config)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "pyclave=debug")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start pyclave serve");
+        let supervisor = Self { child, dir, socket };
+        supervisor.wait_ready();
+        supervisor
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("supervisor did not start listening on {}", self.socket.display());
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.socket).await.expect("connect")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The supervisor process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Asserts the supervisor is alive and still runs a normal job.
+    pub async fn assert_healthy(&mut self) {
+        assert!(self.is_alive(), "the supervisor died");
+        let reply = self.client().await.run(exec("def main():\n    return 'alive'\n"), None).await.expect("run");
+        assert_eq!(ok_json(&reply), "\"alive\"");
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn exec(code: &str) -> Job {
+    Job { kind: JobKind::Exec.into(), code: Some(job::Code::InlineCode(code.into())), ..Job::default() }
+}
+
+pub fn transform(code: &str) -> Job {
+    Job { kind: JobKind::Transform.into(), code: Some(job::Code::InlineCode(code.into())), ..Job::default() }
+}
+
+pub fn with_limits(mut job: Job, memory_limit_bytes: u64, wall_timeout_ms: u64, cpu_timeout_ms: u64) -> Job {
+    job.limits = Some(Limits { memory_limit_bytes, wall_timeout_ms, cpu_timeout_ms });
+    job
+}
+
+pub fn kind(reply: &Reply) -> &Kind {
+    reply.outcome.kind.as_ref().expect("outcome has a kind")
+}
+
+/// The JSON of an `ok` exec outcome; panics with the outcome otherwise.
+pub fn ok_json(reply: &Reply) -> String {
+    match kind(reply) {
+        Kind::Ok(ok) => ok.json.clone(),
+        other => panic!("expected ok, got {other:?} (stderr: {})", stderr(reply)),
+    }
+}
+
+pub fn stdout(reply: &Reply) -> String {
+    String::from_utf8_lossy(&reply.outcome.stdout.clone().unwrap_or_default().data).into_owned()
+}
+
+pub fn stderr(reply: &Reply) -> String {
+    String::from_utf8_lossy(&reply.outcome.stderr.clone().unwrap_or_default().data).into_owned()
+}
+
+/// A table with an Int64 column `x` = 0..rows and a Utf8 column `s`.
+pub fn sample_batch(rows: i64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("x", DataType::Int64, false),
+        Field::new("s", DataType::Utf8, false),
+    ]));
+    let x = Int64Array::from_iter_values(0..rows);
+    let s = StringArray::from_iter_values((0..rows).map(|i| format!("row{}", i % 100)));
+    RecordBatch::try_new(schema, vec![Arc::new(x), Arc::new(s)]).expect("batch")
+}
+
+/// Writes `batch` as an Arrow IPC file into a memfd.
+pub fn arrow_memfd(batch: &RecordBatch) -> OwnedFd {
+    let memfd = nix::sys::memfd::memfd_create(c"test-input", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).expect("memfd");
+    let mut file = std::fs::File::from(memfd);
+    {
+        let mut writer = arrow_ipc::writer::FileWriter::try_new(&mut file, &batch.schema()).expect("writer");
+        writer.write(batch).expect("write");
+        writer.finish().expect("finish");
+    }
+    file.flush().expect("flush");
+    OwnedFd::from(file)
+}
+
+/// Reads an output table fd into batches.
+pub fn read_table(fd: &OwnedFd) -> Vec<RecordBatch> {
+    let file = std::fs::File::from(fd.try_clone().expect("dup"));
+    let reader = arrow_ipc::reader::FileReader::try_new(file, None).expect("valid Arrow file");
+    reader.collect::<Result<_, _>>().expect("batches")
+}
+
+pub fn process_exists(pid: i32) -> bool {
+    // A zombie is gone for our purposes: it runs nothing.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+pub fn write_file(path: &Path, contents: &str) {
+    std::fs::write(path, contents).expect("write file");
+}
+
+pub fn as_fd(fd: &OwnedFd) -> Option<std::os::fd::BorrowedFd<'_>> {
+    Some(fd.as_fd())
+}

@@ -1,0 +1,193 @@
+//! Every outcome kind, produced by real jobs on a real supervisor.
+
+mod common;
+
+use arrow_array::{Array, Int64Array};
+use common::*;
+use pyclave::proto::api::{outcome::Kind, rejected, timeout::Clock};
+
+#[tokio::test]
+async fn exec_returns_json_and_stdout() {
+    let supervisor = Supervisor::start("");
+    let code = "import sys\ndef main(params):\n    print('to stdout')\n    print('to stderr', file=sys.stderr)\n    return {'sum': params['a'] + 1, 'list': [1, None]}\n";
+    let mut job = exec(code);
+    job.params_json = r#"{"a": 41}"#.into();
+    let reply = supervisor.client().await.run(job, None).await.expect("run");
+    assert_eq!(ok_json(&reply), r#"{"sum": 42, "list": [1, null]}"#);
+    assert_eq!(stdout(&reply), "to stdout\n");
+    assert_eq!(stderr(&reply), "to stderr\n");
+    let usage = reply.outcome.usage.expect("usage");
+    assert!(usage.wall_time_us > 0 && usage.peak_memory_bytes > 0, "{usage:?}");
+}
+
+#[tokio::test]
+async fn main_without_params_and_auto_kind_work() {
+    let supervisor = Supervisor::start("");
+    let mut job = exec("def main():\n    return 7\n");
+    job.kind = pyclave::proto::api::JobKind::Auto.into();
+    let reply = supervisor.client().await.run(job, None).await.expect("run");
+    assert_eq!(ok_json(&reply), "7");
+}
+
+#[tokio::test]
+async fn transform_gets_the_table_and_returns_one() {
+    let supervisor = Supervisor::start("");
+    let input = arrow_memfd(&sample_batch(1000));
+    let code = "def transform(table, params):\n    table['y'] = table['x'] * params['k']\n    return table[table['x'] % 2 == 0]\n";
+    let mut job = transform(code);
+    job.params_json = r#"{"k": 3}"#.into();
+    let reply = supervisor.client().await.run(job, as_fd(&input)).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::Ok(ok) if ok.has_table), "{:?}", reply.outcome);
+    let batches = read_table(reply.table.as_ref().expect("table fd"));
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 500);
+    let y = batches[0].column_by_name("y").expect("y").as_any().downcast_ref::<Int64Array>().expect("int64");
+    assert_eq!((y.value(0), y.value(1)), (0, 6));
+}
+
+#[tokio::test]
+async fn output_fd_is_sealed_and_read_only() {
+    let supervisor = Supervisor::start("");
+    let reply = supervisor
+        .client()
+        .await
+        .run(transform("import pandas as pd\ndef transform(t, p):\n    return pd.DataFrame({'a': [1]})\n"), None)
+        .await
+        .expect("run");
+    let table = reply.table.expect("table");
+    let flags = nix::fcntl::fcntl(&table, nix::fcntl::FcntlArg::F_GETFL).expect("flags");
+    assert_eq!(flags & libc::O_ACCMODE, libc::O_RDONLY);
+    let seals = nix::fcntl::fcntl(&table, nix::fcntl::FcntlArg::F_GET_SEALS).expect("seals");
+    assert_eq!(seals & (libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK), libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK);
+}
+
+#[tokio::test]
+async fn million_row_transform() {
+    let supervisor = Supervisor::start("");
+    let input = arrow_memfd(&sample_batch(1_000_000));
+    let code = "def transform(table, params):\n    return table.groupby('s', as_index=False)['x'].sum()\n";
+    let reply = supervisor.client().await.run(transform(code), as_fd(&input)).await.expect("run");
+    let batches = read_table(reply.table.as_ref().unwrap_or_else(|| panic!("{:?}", reply.outcome)));
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 100);
+    let total: i64 = batches
+        .iter()
+        .map(|b| b.column_by_name("x").expect("x").as_any().downcast_ref::<Int64Array>().expect("int64").iter().flatten().sum::<i64>())
+        .sum();
+    assert_eq!(total, (0..1_000_000i64).sum::<i64>());
+}
+
+#[tokio::test]
+async fn user_error_has_type_message_and_traceback() {
+    let supervisor = Supervisor::start("");
+    let code = "def helper():\n    raise ValueError('bad value')\n\ndef main():\n    helper()\n";
+    let reply = supervisor.client().await.run(exec(code), None).await.expect("run");
+    let Kind::UserError(error) = kind(&reply) else { panic!("{:?}", reply.outcome) };
+    assert_eq!((error.r#type.as_str(), error.message.as_str()), ("ValueError", "bad value"));
+    assert!(error.traceback.contains("File \"<inline>\", line 2, in helper"), "{}", error.traceback);
+    assert!(!error.traceback.contains("pyclave_worker"), "runner frames are hidden: {}", error.traceback);
+
+    let reply = supervisor.client().await.run(exec("def main(:\n"), None).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::UserError(e) if e.r#type == "SyntaxError"));
+    let reply = supervisor.client().await.run(exec("x = 1\n"), None).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::UserError(e) if e.r#type == "NameError"), "no entry point");
+    let reply = supervisor.client().await.run(exec("def main():\n    return object()\n"), None).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::UserError(e) if e.r#type == "TypeError"), "not JSON");
+    let reply = supervisor.client().await.run(transform("def transform(t, p):\n    return 5\n"), None).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::UserError(e) if e.message.contains("DataFrame")));
+    let reply = supervisor.client().await.run(exec("import os\ndef main():\n    os._exit(3)\n"), None).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::UserError(e) if e.r#type == "ProcessExit" && e.message.contains("status 3")));
+}
+
+#[tokio::test]
+async fn memory_bomb_is_out_of_memory_from_the_cgroup() {
+    let mut supervisor = Supervisor::start("");
+    let code = "import numpy as np\ndef main():\n    blocks = [np.ones(16 * 1024 * 1024) for _ in range(100)]\n    return len(blocks)\n";
+    let limit = 256 * 1024 * 1024;
+    let reply = supervisor.client().await.run(with_limits(exec(code), limit, 0, 0), None).await.expect("run");
+    let Kind::OutOfMemory(oom) = kind(&reply) else { panic!("{:?}", reply.outcome) };
+    assert_eq!(oom.limit_bytes, limit);
+    assert!(oom.peak_bytes >= limit * 9 / 10, "peak {} near the limit", oom.peak_bytes);
+    supervisor.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn sigkill_without_oom_is_killed_not_out_of_memory() {
+    let mut supervisor = Supervisor::start("");
+    let code = "import os, signal\ndef main():\n    os.kill(os.getpid(), signal.SIGKILL)\n";
+    let reply = supervisor.client().await.run(exec(code), None).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::Killed(k) if k.signal == 9 && k.signal_name == "SIGKILL"), "{:?}", reply.outcome);
+    let reply = supervisor.client().await.run(exec("import ctypes\ndef main():\n    ctypes.string_at(0)\n"), None).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::Killed(k) if k.signal_name == "SIGSEGV"), "{:?}", reply.outcome);
+    supervisor.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn wall_timeout_kills_the_whole_tree() {
+    let mut supervisor = Supervisor::start("");
+    let pid_file = supervisor.dir.path().join("child.pid");
+    let code = format!(
+        "import os, subprocess, time\ndef main():\n    child = subprocess.Popen(['sleep', '1000'])\n    open({:?}, 'w').write(str(child.pid))\n    time.sleep(1000)\n",
+        pid_file.display().to_string()
+    );
+    let reply = supervisor.client().await.run(with_limits(exec(&code), 0, 500, 0), None).await.expect("run");
+    assert_eq!(kind(&reply), &Kind::Timeout(pyclave::proto::api::Timeout { clock: Clock::Wall.into(), limit_ms: 500 }));
+    let child: i32 = std::fs::read_to_string(&pid_file).expect("pid file").parse().expect("pid");
+    wait_until("the job's child is gone", std::time::Duration::from_secs(5), || !process_exists(child));
+    supervisor.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn cpu_timeout_counts_cpu_not_wall() {
+    let mut supervisor = Supervisor::start("");
+    let code = "def main():\n    while True:\n        pass\n";
+    let reply = supervisor.client().await.run(with_limits(exec(code), 0, 20_000, 300), None).await.expect("run");
+    assert_eq!(kind(&reply), &Kind::Timeout(pyclave::proto::api::Timeout { clock: Clock::Cpu.into(), limit_ms: 300 }));
+    let usage = reply.outcome.usage.expect("usage");
+    assert!(usage.cpu_time_us >= 300_000, "{usage:?}");
+    // Sleeping uses no CPU: a CPU limit does not end it.
+    let reply = supervisor
+        .client()
+        .await
+        .run(with_limits(exec("import time\ndef main():\n    time.sleep(0.5)\n    return 1\n"), 0, 20_000, 100), None)
+        .await
+        .expect("run");
+    assert_eq!(ok_json(&reply), "1");
+    supervisor.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn output_violating_limits_is_rejected() {
+    let mut supervisor = Supervisor::start("[output]\nmax_rows = 1000\n");
+    let cases = [
+        ("import pandas as pd\ndef transform(t, p):\n    return pd.DataFrame({'a': range(1001)})\n", "1001"),
+        ("import pandas as pd\ndef transform(t, p):\n    return pd.DataFrame({'a\\x01b': [1]})\n", "control"),
+        ("import pandas as pd\ndef transform(t, p):\n    return pd.DataFrame({'': [1]})\n", "empty"),
+    ];
+    for (code, expected) in cases {
+        let reply = supervisor.client().await.run(transform(code), None).await.expect("run");
+        let Kind::OutputRejected(rejection) = kind(&reply) else { panic!("{code}: {:?}", reply.outcome) };
+        assert!(rejection.reason.contains(expected), "{code}: {}", rejection.reason);
+        assert!(reply.table.is_none());
+    }
+    supervisor.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_rejected_with_a_reason() {
+    let mut supervisor = Supervisor::start("[limits]\nmax_code_bytes = 1000\nmemory_limit_bytes = 536870912\n");
+    let mut client = supervisor.client().await;
+    let reply = client.run(exec(&"#".repeat(1001)), None).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::Rejected(r) if r.code() == rejected::Code::CodeTooLarge));
+    let reply = client.run(with_limits(exec("def main(): pass"), 1 << 30, 0, 0), None).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::Rejected(r) if r.code() == rejected::Code::LimitTooHigh && r.reason.contains("536870912")));
+    let mut job = exec("def main(): pass");
+    job.params_json = "[1, 2]".into();
+    let reply = client.run(job, None).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::Rejected(r) if r.code() == rejected::Code::BadRequest));
+    let not_arrow = tempfile::tempfile().expect("tempfile");
+    std::io::Write::write_all(&mut &not_arrow, b"definitely not arrow").expect("write");
+    let reply = client.run(transform("def transform(t, p):\n    return t\n"), Some(std::os::fd::AsFd::as_fd(&not_arrow))).await.expect("run");
+    assert!(matches!(kind(&reply), Kind::Rejected(r) if r.code() == rejected::Code::BadInputTable), "{:?}", reply.outcome);
+    supervisor.assert_healthy().await;
+}

@@ -1,0 +1,113 @@
+"""Runs one job's code: a `transform(table, params)` or a `main([params])`."""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import json
+import mmap
+import os
+import traceback
+from types import TracebackType
+from typing import Any, Callable, Optional
+
+import pandas
+import pyarrow
+import pyarrow.ipc
+
+from . import worker_pb2
+
+Kind = worker_pb2.WorkerJob.Kind
+
+
+def warm_up() -> None:
+    """Exercises this module's code paths in the zygote (no threads started)."""
+    _describe(ValueError("warm-up"))
+
+
+def execute(request: worker_pb2.WorkerJob, input_fd: Optional[int],
+            output_fd: Optional[int]) -> worker_pb2.JobResult:
+    try:
+        table = _read_input(input_fd) if input_fd is not None else None
+    except Exception as error:  # noqa: BLE001  (any failure means a bad input file)
+        return worker_pb2.JobResult(bad_input=f"{type(error).__name__}: {error}")
+    try:
+        return _run_user_code(request, table, output_fd)
+    except BaseException as error:  # noqa: BLE001  (SystemExit and friends are user errors too)
+        return worker_pb2.JobResult(error=_describe(error))
+
+
+def _read_input(fd: int) -> pyarrow.Table:
+    """Maps the input read-only; pyarrow reads the buffers in place."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        raise ValueError("the input table file is empty")
+    mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    os.close(fd)
+    return pyarrow.ipc.open_file(pyarrow.py_buffer(mapped)).read_all()
+
+
+def _run_user_code(request: worker_pb2.WorkerJob, table: Optional[pyarrow.Table],
+                   output_fd: Optional[int]) -> worker_pb2.JobResult:
+    namespace: dict[str, Any] = {"__name__": "__pyclave_job__", "__builtins__": builtins}
+    exec(compile(request.code, request.filename, "exec"), namespace)
+    params = json.loads(request.params_json) if request.params_json else {}
+
+    kind = request.kind
+    if kind == Kind.KIND_AUTO:
+        kind = Kind.KIND_TRANSFORM if callable(namespace.get("transform")) else Kind.KIND_EXEC
+    if kind == Kind.KIND_TRANSFORM:
+        if output_fd is None:
+            raise RuntimeError("pyclave: no output file for a transform job")
+        transform = _entry_point(namespace, "transform")
+        frame = table.to_pandas(split_blocks=True) if table is not None else pandas.DataFrame()
+        result = transform(frame, params)
+        if not isinstance(result, pandas.DataFrame):
+            raise TypeError(f"transform() must return a pandas DataFrame, not {type(result).__name__}")
+        _write_output(result, output_fd)
+        return worker_pb2.JobResult(ok=worker_pb2.JobOk(wrote_table=True))
+
+    main = _entry_point(namespace, "main")
+    value = main(params) if _takes_an_argument(main) else main()
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"main() must return a JSON-serializable value: {error}") from None
+    return worker_pb2.JobResult(ok=worker_pb2.JobOk(json=text))
+
+
+def _entry_point(namespace: dict[str, Any], name: str) -> Callable[..., Any]:
+    function = namespace.get(name)
+    if not callable(function):
+        raise NameError(f"the job's code must define a function {name}()")
+    return function
+
+
+def _takes_an_argument(function: Callable[..., Any]) -> bool:
+    try:
+        return len(inspect.signature(function).parameters) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _write_output(frame: pandas.DataFrame, fd: int) -> None:
+    table = pyarrow.Table.from_pandas(frame)
+    with os.fdopen(fd, "wb") as sink, pyarrow.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _describe(error: BaseException) -> worker_pb2.JobError:
+    """The exception as the user should see it: without this module's frames."""
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return worker_pb2.JobError(
+        type=name,
+        message=str(error),
+        traceback="".join(traceback.format_exception(kind, error, _user_frames(error.__traceback__))),
+    )
+
+
+def _user_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return tb

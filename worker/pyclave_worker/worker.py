@@ -1,0 +1,43 @@
+"""A worker: the child the zygote forks. Specialises, reports ready, runs one job, exits."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from . import job, wire, worker_pb2
+
+# The job frame holds the code and params, which the supervisor has capped.
+_MAX_JOB_FRAME_BYTES = 256 * 1024 * 1024
+
+
+def run(channel_fd: int, stdout_fd: int, stderr_fd: int, inherited: list[int]) -> None:
+    """Never returns normally: the process exits after its one job."""
+    for fd in inherited:
+        os.close(fd)
+    os.dup2(stdout_fd, 1)
+    os.dup2(stderr_fd, 2)
+    os.close(stdout_fd)
+    os.close(stderr_fd)
+    # Confinement is applied here, before the worker reports ready: nothing
+    # of the job has arrived yet, and nothing after this point is trusted.
+    channel = socket.socket(fileno=channel_fd)
+    _send(channel, worker_pb2.WorkerEvent(ready=worker_pb2.WorkerReady()))
+
+    reader = wire.FrameReader(channel, _MAX_JOB_FRAME_BYTES)
+    frame = reader.read_frame()
+    if frame is None:
+        os._exit(0)  # retired by the supervisor before it got a job
+    request = worker_pb2.WorkerJob.FromString(frame)
+    input_fd = reader.take_fd() if request.has_input_table else None
+    output_fd = reader.take_fd() if request.has_output_table else None
+    result = job.execute(request, input_fd, output_fd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _send(channel, worker_pb2.WorkerEvent(result=result))
+    os._exit(0)
+
+
+def _send(channel: socket.socket, event: worker_pb2.WorkerEvent) -> None:
+    wire.send_frame(channel, event.SerializeToString())

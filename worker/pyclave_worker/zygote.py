@@ -1,0 +1,143 @@
+"""The zygote: imports pandas, pyarrow and numpy once, then forks workers.
+
+It never runs a job's code. It serves the supervisor's `Spawn` commands on
+the control socket, reaps its workers and reports each exit status. It must
+be single-threaded whenever it forks: the supervisor starts it with OpenBLAS
+and jemalloc background threads disabled, the warm-up below avoids Arrow's
+thread pool, and the thread count is checked before it reports ready.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import select
+import signal
+import socket
+import sys
+
+import numpy  # noqa: F401  (imported once here so every worker inherits it)
+import pandas
+import pyarrow
+import pyarrow.ipc  # noqa: F401
+
+from . import job, wire, worker, worker_pb2
+
+_MAX_COMMAND_FRAME_BYTES = 64 * 1024
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def main(control_fd: int) -> None:
+    _warm_up()
+    _become_subreaper()
+    control = socket.socket(fileno=control_fd)
+    control.setblocking(True)
+    wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wakeup_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    gc.freeze()
+
+    threads = len(os.listdir("/proc/self/task"))
+    _send(control, worker_pb2.ZygoteEvent(
+        ready=worker_pb2.ZygoteReady(pid=os.getpid(), thread_count=threads)
+    ))
+    if threads != 1:
+        sys.exit(f"pyclave zygote: {threads} threads at start-up; forking would be unsafe")
+
+    decoder = wire.FrameDecoder(_MAX_COMMAND_FRAME_BYTES)
+    workers: set[int] = set()
+    while True:
+        readable, _, _ = select.select([control, wakeup_read], [], [])
+        if wakeup_read in readable:
+            _drain(wakeup_read)
+            _reap(control, workers)
+        if control in readable:
+            data, fds = wire.recv_chunk(control)
+            if not data:
+                return  # the supervisor is gone
+            decoder.feed(data, fds)
+            while (frame := decoder.next_frame()) is not None:
+                command = worker_pb2.ZygoteCommand.FromString(frame)
+                if command.HasField("spawn"):
+                    pid = _spawn(control, decoder, command.spawn,
+                                 [control.fileno(), wakeup_read, wakeup_write])
+                    if pid is not None:
+                        workers.add(pid)
+                else:
+                    decoder.close_fds()
+
+
+def _warm_up() -> None:
+    """Touches the code paths every job uses, without starting any thread."""
+    frame = pandas.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    table = pyarrow.Table.from_pandas(frame, nthreads=1)
+    table.to_pandas(use_threads=False, split_blocks=True)
+    job.warm_up()
+
+
+def _become_subreaper() -> None:
+    """Orphaned processes of a job are reparented to us, and reaped here."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _spawn(control: socket.socket, decoder: wire.FrameDecoder,
+           request: worker_pb2.Spawn, inherited: list[int]) -> int | None:
+    """Forks one worker; returns its pid, or None when fork failed."""
+    channel_fd, stdout_fd, stderr_fd = (decoder.take_fd() for _ in range(3))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError as error:
+        for fd in (channel_fd, stdout_fd, stderr_fd):
+            os.close(fd)
+        _send(control, worker_pb2.ZygoteEvent(
+            spawn_failed=worker_pb2.SpawnFailed(worker_id=request.worker_id, error=str(error))
+        ))
+        return None
+    if pid == 0:
+        status = 70  # EX_SOFTWARE, should worker.run ever return or raise
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            worker.run(channel_fd, stdout_fd, stderr_fd, inherited)
+        finally:
+            os._exit(status)
+    for fd in (channel_fd, stdout_fd, stderr_fd):
+        os.close(fd)
+    _send(control, worker_pb2.ZygoteEvent(
+        spawned=worker_pb2.Spawned(worker_id=request.worker_id, pid=pid)
+    ))
+    return pid
+
+
+def _reap(control: socket.socket, workers: set[int]) -> None:
+    """Reaps every exited child; reports the workers' (orphans are not ours to report)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if pid in workers:
+            workers.discard(pid)
+            _send(control, worker_pb2.ZygoteEvent(
+                exited=worker_pb2.Exited(pid=pid, wait_status=status)
+            ))
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _send(control: socket.socket, event: worker_pb2.ZygoteEvent) -> None:
+    wire.send_frame(control, event.SerializeToString())
