@@ -19,10 +19,12 @@ use crate::config::{JobLimits, OutputLimits};
 use crate::job::{JobSpec, Rejection};
 use crate::outcome;
 use crate::proto::api::rejected;
-use crate::worker::{Finished, Worker, WorkerSettings};
+use crate::worker::{Finished, RunEnd, Worker, WorkerSettings};
 use crate::zygote::{Zygote, error_chain};
 
 const RESTART_DELAY: Duration = Duration::from_millis(200);
+/// A job whose workers keep dying before it starts is given up on.
+const MAX_LOST_WORKERS: u32 = 3;
 
 /// Where a job's outcome goes: the caller's connection, with the job's id.
 pub type ReplyTo = mpsc::UnboundedSender<(u64, Finished)>;
@@ -37,6 +39,8 @@ pub struct QueuedJob {
     pub reply: ReplyTo,
     /// The caller's in-flight slot, held until the outcome is sent.
     pub in_flight: OwnedSemaphorePermit,
+    /// Workers that died under this job before it started.
+    pub lost_workers: u32,
 }
 
 impl QueuedJob {
@@ -247,11 +251,23 @@ async fn worker_task(shared: Arc<Shared>) {
         IdleEnd::Assigned(Assignment { job, _running }) => {
             // The replacement forks while this job runs.
             shared.replace_worker();
-            let QueuedJob { id: job_id, spec, accepted_at, cancel, reply, in_flight } = job;
-            if let Some(finished) = worker.run(spec, &settings, &cancel, accepted_at.elapsed()).await {
-                let _ = reply.send((job_id, finished));
+            let QueuedJob { id: job_id, spec, accepted_at, cancel, reply, in_flight, lost_workers } = job;
+            match worker.run(spec, &settings, &cancel, accepted_at.elapsed()).await {
+                RunEnd::Finished(finished) => {
+                    let _ = reply.send((job_id, finished));
+                }
+                RunEnd::Cancelled => {}
+                RunEnd::NotStarted(spec) => {
+                    let job = QueuedJob { id: job_id, spec, accepted_at, cancel, reply, in_flight, lost_workers: lost_workers + 1 };
+                    if job.lost_workers >= MAX_LOST_WORKERS {
+                        job.reject(rejected::Code::Unspecified, "internal error: workers keep dying before the job starts");
+                    } else {
+                        tracing::warn!(job = job_id, "worker died before the job started; retrying on another");
+                        let _ = shared.retry.send(Assignment { job, _running });
+                        return;
+                    }
+                }
             }
-            drop(in_flight);
         }
         IdleEnd::Died(_) if shared.shutdown.is_cancelled() => worker.retire().await,
         IdleEnd::Died(status) => {

@@ -221,6 +221,7 @@ async fn connection(stream: UnixStream, context: &Context) {
                 cancel: cancel.clone(),
                 reply: replies.clone(),
                 in_flight: slot,
+                lost_workers: 0,
             }),
             Err(rejection) => {
                 let _ = replies.send((id, Finished { outcome: outcome::rejected(rejection), table: None }));

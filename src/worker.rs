@@ -58,6 +58,16 @@ pub struct WorkerSettings<'a> {
     pub cores: u32,
 }
 
+/// How [`Worker::run`] ended.
+pub enum RunEnd {
+    Finished(Finished),
+    /// The caller went away; the job was killed and nobody is answered.
+    Cancelled,
+    /// The worker died before the job reached the user's code: the job can
+    /// run on another worker.
+    NotStarted(JobSpec),
+}
+
 /// The result of a job for its caller.
 pub struct Finished {
     pub outcome: api::Outcome,
@@ -145,22 +155,21 @@ impl Worker {
         }
     }
 
-    /// Runs `spec` to its one outcome. `None` when `cancel` fired (the
-    /// caller is gone): the job is killed and nobody is answered.
+    /// Runs `spec` to its one outcome.
     pub async fn run(
         mut self,
         spec: JobSpec,
         settings: &WorkerSettings<'_>,
         cancel: &CancellationToken,
         queue_time: Duration,
-    ) -> Option<Finished> {
-        let started = Instant::now();
+    ) -> RunEnd {
+        let dispatched_at = Instant::now();
         let limits = spec.limits;
         if limits.memory_limit_bytes != settings.limits.memory_limit_bytes {
             if let Err(error) = self.cgroup.set_memory_limit(limits.memory_limit_bytes) {
                 tracing::error!(%error, "cannot set a job's memory limit");
                 self.retire().await;
-                return Some(internal_error("cannot apply the job's memory limit"));
+                return RunEnd::Finished(internal_error("cannot apply the job's memory limit"));
             }
         }
         let cpu_baseline = self.cgroup.cpu_usage().unwrap_or_default();
@@ -170,7 +179,7 @@ impl Worker {
                 Err(error) => {
                     tracing::error!(%error, "cannot create an output memfd");
                     self.retire().await;
-                    return Some(internal_error("cannot create the output table file"));
+                    return RunEnd::Finished(internal_error("cannot create the output table file"));
                 }
             }
         } else {
@@ -179,42 +188,56 @@ impl Worker {
 
         let request = WorkerJob {
             kind: spec.kind.into(),
-            code: spec.code,
-            filename: spec.filename,
-            params_json: spec.params_json,
+            code: spec.code.clone(),
+            filename: spec.filename.clone(),
+            params_json: spec.params_json.clone(),
             has_input_table: spec.input.is_some(),
             has_output_table: output.is_some(),
         };
         let fds: Vec<_> = spec.input.iter().chain(output.iter()).map(AsFd::as_fd).collect();
         let sent = self.writer.send(&request, &fds).await;
-        drop(spec.input);
+        drop(fds);
 
         let mut exit = None;
+        let mut started = false; // the worker confirmed the job reached it
         let ending = if sent.is_err() {
             Some(Ending::Died)
         } else {
             let wall_deadline = tokio::time::sleep(limits.wall_timeout);
             let cpu_deadline = cpu_deadline(&self.cgroup, cpu_baseline, limits.cpu_timeout, settings.cores);
-            tokio::select! {
-                event = self.reader.recv::<WorkerEvent>() => Some(match event {
-                    Ok(Some(WorkerEvent { event: Some(worker_event::Event::Result(result)) })) => Ending::Reported(result),
-                    Ok(Some(other)) => Ending::Malformed(format!("unexpected message {other:?}")),
-                    Ok(None) => Ending::Died,
-                    Err(error) => Ending::Malformed(crate::zygote::error_chain(&error)),
-                }),
-                status = &mut self.exit => {
-                    exit = status.ok();
-                    Some(Ending::Died)
-                }
-                () = wall_deadline => Some(Ending::WallTimeout),
-                () = cpu_deadline => Some(Ending::CpuTimeout),
-                () = cancel.cancelled() => None,
+            tokio::pin!(wall_deadline, cpu_deadline);
+            loop {
+                break tokio::select! {
+                    event = self.reader.recv::<WorkerEvent>() => Some(match event {
+                        Ok(Some(WorkerEvent { event: Some(worker_event::Event::Started(_)) })) if !started => {
+                            started = true;
+                            continue;
+                        }
+                        Ok(Some(WorkerEvent { event: Some(worker_event::Event::Result(result)) })) => Ending::Reported(result),
+                        Ok(Some(other)) => Ending::Malformed(format!("unexpected message {other:?}")),
+                        // A dead peer shows as EOF, a reset or a cut-off frame.
+                        Ok(None) | Err(ChannelError::Io(_) | ChannelError::TruncatedFrame) => Ending::Died,
+                        Err(error) => Ending::Malformed(crate::zygote::error_chain(&error)),
+                    }),
+                    status = &mut self.exit => {
+                        exit = status.ok();
+                        Some(Ending::Died)
+                    }
+                    () = &mut wall_deadline => Some(Ending::WallTimeout),
+                    () = &mut cpu_deadline => Some(Ending::CpuTimeout),
+                    () = cancel.cancelled() => None,
+                };
             }
         };
         let Some(ending) = ending else {
             self.retire().await;
-            return None;
+            return RunEnd::Cancelled;
         };
+        if !started && matches!(ending, Ending::Died) {
+            self.retire().await;
+            return RunEnd::NotStarted(spec);
+        }
+        drop(spec.input);
 
         // Nothing of the job may run past this point: not a lingering child
         // writing to the output, not a process holding the pipes open.
@@ -224,7 +247,7 @@ impl Worker {
         if exit.is_none() {
             exit = tokio::time::timeout(REAP_TIMEOUT, &mut self.exit).await.ok().and_then(Result::ok);
         }
-        let wall_time = started.elapsed();
+        let wall_time = dispatched_at.elapsed();
         let stdout = collect(self.stdout).await;
         let stderr = collect(self.stderr).await;
         let cpu_time = self.cgroup.cpu_usage().unwrap_or_default().saturating_sub(cpu_baseline);
@@ -249,7 +272,7 @@ impl Worker {
             cpu_time_us: cpu_time.as_micros() as u64,
             peak_memory_bytes,
         };
-        Some(Finished {
+        RunEnd::Finished(Finished {
             outcome: api::Outcome { kind: Some(kind), stdout: Some(stdout), stderr: Some(stderr), usage: Some(usage) },
             table,
         })

@@ -32,6 +32,7 @@ def run(channel_fd: int, stdout_fd: int, stderr_fd: int, inherited: list[int]) -
     request = worker_pb2.WorkerJob.FromString(frame)
     input_fd = reader.take_fd() if request.has_input_table else None
     output_fd = reader.take_fd() if request.has_output_table else None
+    _send(channel, worker_pb2.WorkerEvent(started=worker_pb2.JobStarted()))
     result = job.execute(request, input_fd, output_fd)
     sys.stdout.flush()
     sys.stderr.flush()

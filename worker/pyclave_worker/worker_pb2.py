@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pyclave/v1/worker.proto\x12\x11pyclave.worker.v1\"E\n\rZygoteCommand\x12)\n\x05spawn\x18\x01 \x01(\x0b\x32\x18.pyclave.worker.v1.SpawnH\x00\x42\t\n\x07\x63ommand\"\x1a\n\x05Spawn\x12\x11\n\tworker_id\x18\x01 \x01(\x04\"\xdb\x01\n\x0bZygoteEvent\x12/\n\x05ready\x18\x01 \x01(\x0b\x32\x1e.pyclave.worker.v1.ZygoteReadyH\x00\x12-\n\x07spawned\x18\x02 \x01(\x0b\x32\x1a.pyclave.worker.v1.SpawnedH\x00\x12+\n\x06\x65xited\x18\x03 \x01(\x0b\x32\x19.pyclave.worker.v1.ExitedH\x00\x12\x36\n\x0cspawn_failed\x18\x04 \x01(\x0b\x32\x1e.pyclave.worker.v1.SpawnFailedH\x00\x42\x07\n\x05\x65vent\"0\n\x0bZygoteReady\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x14\n\x0cthread_count\x18\x02 \x01(\r\")\n\x07Spawned\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x0b\n\x03pid\x18\x02 \x01(\r\"/\n\x0bSpawnFailed\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"*\n\x06\x45xited\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x13\n\x0bwait_status\x18\x02 \x01(\x05\"\xde\x01\n\tWorkerJob\x12/\n\x04kind\x18\x01 \x01(\x0e\x32!.pyclave.worker.v1.WorkerJob.Kind\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x13\n\x0bparams_json\x18\x04 \x01(\t\x12\x17\n\x0fhas_input_table\x18\x05 \x01(\x08\x12\x18\n\x10has_output_table\x18\x06 \x01(\x08\"8\n\x04Kind\x12\r\n\tKIND_AUTO\x10\x00\x12\x12\n\x0eKIND_TRANSFORM\x10\x01\x12\r\n\tKIND_EXEC\x10\x02\"w\n\x0bWorkerEvent\x12/\n\x05ready\x18\x01 \x01(\x0b\x32\x1e.pyclave.worker.v1.WorkerReadyH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.pyclave.worker.v1.JobResultH\x00\x42\x07\n\x05\x65vent\"\r\n\x0bWorkerReady\"\x80\x01\n\tJobResult\x12&\n\x02ok\x18\x01 \x01(\x0b\x32\x18.pyclave.worker.v1.JobOkH\x00\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.pyclave.worker.v1.JobErrorH\x00\x12\x13\n\tbad_input\x18\x03 \x01(\tH\x00\x42\x08\n\x06result\"*\n\x05JobOk\x12\x13\n\x0bwrote_table\x18\x01 \x01(\x08\x12\x0c\n\x04json\x18\x02 \x01(\t\"<\n\x08JobError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pyclave/v1/worker.proto\x12\x11pyclave.worker.v1\"E\n\rZygoteCommand\x12)\n\x05spawn\x18\x01 \x01(\x0b\x32\x18.pyclave.worker.v1.SpawnH\x00\x42\t\n\x07\x63ommand\"\x1a\n\x05Spawn\x12\x11\n\tworker_id\x18\x01 \x01(\x04\"\xdb\x01\n\x0bZygoteEvent\x12/\n\x05ready\x18\x01 \x01(\x0b\x32\x1e.pyclave.worker.v1.ZygoteReadyH\x00\x12-\n\x07spawned\x18\x02 \x01(\x0b\x32\x1a.pyclave.worker.v1.SpawnedH\x00\x12+\n\x06\x65xited\x18\x03 \x01(\x0b\x32\x19.pyclave.worker.v1.ExitedH\x00\x12\x36\n\x0cspawn_failed\x18\x04 \x01(\x0b\x32\x1e.pyclave.worker.v1.SpawnFailedH\x00\x42\x07\n\x05\x65vent\"0\n\x0bZygoteReady\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x14\n\x0cthread_count\x18\x02 \x01(\r\")\n\x07Spawned\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x0b\n\x03pid\x18\x02 \x01(\r\"/\n\x0bSpawnFailed\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"*\n\x06\x45xited\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x13\n\x0bwait_status\x18\x02 \x01(\x05\"\xde\x01\n\tWorkerJob\x12/\n\x04kind\x18\x01 \x01(\x0e\x32!.pyclave.worker.v1.WorkerJob.Kind\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x13\n\x0bparams_json\x18\x04 \x01(\t\x12\x17\n\x0fhas_input_table\x18\x05 \x01(\x08\x12\x18\n\x10has_output_table\x18\x06 \x01(\x08\"8\n\x04Kind\x12\r\n\tKIND_AUTO\x10\x00\x12\x12\n\x0eKIND_TRANSFORM\x10\x01\x12\r\n\tKIND_EXEC\x10\x02\"\xa9\x01\n\x0bWorkerEvent\x12/\n\x05ready\x18\x01 \x01(\x0b\x32\x1e.pyclave.worker.v1.WorkerReadyH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.pyclave.worker.v1.JobResultH\x00\x12\x30\n\x07started\x18\x03 \x01(\x0b\x32\x1d.pyclave.worker.v1.JobStartedH\x00\x42\x07\n\x05\x65vent\"\r\n\x0bWorkerReady\"\x0c\n\nJobStarted\"\x80\x01\n\tJobResult\x12&\n\x02ok\x18\x01 \x01(\x0b\x32\x18.pyclave.worker.v1.JobOkH\x00\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.pyclave.worker.v1.JobErrorH\x00\x12\x13\n\tbad_input\x18\x03 \x01(\tH\x00\x42\x08\n\x06result\"*\n\x05JobOk\x12\x13\n\x0bwrote_table\x18\x01 \x01(\x08\x12\x0c\n\x04json\x18\x02 \x01(\t\"<\n\x08JobError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,14 +49,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERJOB']._serialized_end=776
   _globals['_WORKERJOB_KIND']._serialized_start=720
   _globals['_WORKERJOB_KIND']._serialized_end=776
-  _globals['_WORKEREVENT']._serialized_start=778
-  _globals['_WORKEREVENT']._serialized_end=897
-  _globals['_WORKERREADY']._serialized_start=899
-  _globals['_WORKERREADY']._serialized_end=912
-  _globals['_JOBRESULT']._serialized_start=915
-  _globals['_JOBRESULT']._serialized_end=1043
-  _globals['_JOBOK']._serialized_start=1045
-  _globals['_JOBOK']._serialized_end=1087
-  _globals['_JOBERROR']._serialized_start=1089
-  _globals['_JOBERROR']._serialized_end=1149
+  _globals['_WORKEREVENT']._serialized_start=779
+  _globals['_WORKEREVENT']._serialized_end=948
+  _globals['_WORKERREADY']._serialized_start=950
+  _globals['_WORKERREADY']._serialized_end=963
+  _globals['_JOBSTARTED']._serialized_start=965
+  _globals['_JOBSTARTED']._serialized_end=977
+  _globals['_JOBRESULT']._serialized_start=980
+  _globals['_JOBRESULT']._serialized_end=1108
+  _globals['_JOBOK']._serialized_start=1110
+  _globals['_JOBOK']._serialized_end=1152
+  _globals['_JOBERROR']._serialized_start=1154
+  _globals['_JOBERROR']._serialized_end=1214
 # @@protoc_insertion_point(module_scope)

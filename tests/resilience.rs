@@ -1,0 +1,167 @@
+//! The pool under load and failure: concurrency, worker replacement, zygote
+//! death, caller disconnect, a full queue. Every accepted job gets exactly
+//! one outcome.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use pyclave::proto::api::{outcome::Kind, rejected};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_jobs_over_several_connections_each_get_one_outcome() {
+    let supervisor = Supervisor::start("");
+    const CONNECTIONS: u64 = 4;
+    const JOBS_PER_CONNECTION: u64 = 15;
+    let mut tasks = Vec::new();
+    for connection in 0..CONNECTIONS {
+        let mut client = supervisor.client().await;
+        tasks.push(tokio::spawn(async move {
+            let mut expected = HashMap::new();
+            // All submitted before any reply is read: they are in flight together.
+            for job in 0..JOBS_PER_CONNECTION {
+                let value = connection * 1000 + job;
+                let mut request = exec("import time\ndef main(params):\n    time.sleep(0.01)\n    return params['v']\n");
+                request.params_json = format!(r#"{{"v": {value}}}"#);
+                let id = client.submit(request, None).await.expect("submit");
+                expected.insert(id, value);
+            }
+            let mut answered = HashMap::new();
+            for _ in 0..JOBS_PER_CONNECTION {
+                let reply = client.next_reply().await.expect("reply");
+                assert!(answered.insert(reply.id, ok_json(&reply)).is_none(), "job {} answered twice", reply.id);
+            }
+            for (id, value) in expected {
+                assert_eq!(answered.get(&id), Some(&value.to_string()), "job {id}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("connection task");
+    }
+}
+
+#[tokio::test]
+async fn every_job_runs_in_a_fresh_process() {
+    let supervisor = Supervisor::start("[pool]\nworkers = 2\n");
+    let mut client = supervisor.client().await;
+    let code = "import os\nSEEN = globals().setdefault('SEEN', 0)\ndef main():\n    global SEEN\n    SEEN += 1\n    return [os.getpid(), SEEN]\n";
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..8 {
+        let reply = client.run(exec(code), None).await.expect("run");
+        let value: serde_json::Value = serde_json::from_str(&ok_json(&reply)).expect("json");
+        assert_eq!(value[1], 1, "module state never survives into another job");
+        let pid = value[0].as_i64().expect("pid") as i32;
+        assert!(pids.insert(pid), "pid {pid} served two jobs");
+        wait_until("the worker exits after its job", Duration::from_secs(5), || !process_exists(pid));
+    }
+}
+
+#[tokio::test]
+async fn zygote_is_single_threaded_and_restarts_after_being_killed() {
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 2\n");
+    let mut client = supervisor.client().await;
+    let reply = client.run(exec("import os\ndef main():\n    return os.getppid()\n"), None).await.expect("run");
+    let zygote: i32 = ok_json(&reply).parse().expect("zygote pid");
+    let status = std::fs::read_to_string(format!("/proc/{zygote}/status")).expect("zygote status");
+    assert!(status.lines().any(|line| line == "Threads:\t1"), "zygote threads: {status}");
+
+    // Jobs keep coming while the zygote dies.
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(client.submit(exec("import time\ndef main():\n    time.sleep(0.05)\n    return 1\n"), None).await.expect("submit"));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(zygote), nix::sys::signal::Signal::SIGKILL).expect("kill zygote");
+    for _ in 0..6 {
+        let reply = client.next_reply().await.expect("reply");
+        assert_eq!(ok_json(&reply), "1");
+    }
+    for _ in 0..6 {
+        let reply = client.run(exec("import os\ndef main():\n    return os.getppid()\n"), None).await.expect("run");
+        assert_ne!(ok_json(&reply), zygote.to_string());
+    }
+    let new_zygote: i32 = ok_json(&client.run(exec("import os\ndef main():\n    return os.getppid()\n"), None).await.expect("run")).parse().expect("pid");
+    assert_ne!(new_zygote, zygote, "a new zygote forks the workers");
+    supervisor.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn idle_worker_killed_is_replaced_and_its_job_not_lost() {
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 1\n");
+    let mut client = supervisor.client().await;
+    let reply = client.run(exec("import os\ndef main():\n    return os.getppid()\n"), None).await.expect("run");
+    let zygote: i32 = ok_json(&reply).parse().expect("pid");
+    // Kill every idle worker (children of the zygote) a few times over.
+    for _ in 0..3 {
+        let children = std::fs::read_to_string(format!("/proc/{zygote}/task/{zygote}/children")).unwrap_or_default();
+        for child in children.split_whitespace() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.parse().expect("pid")), nix::sys::signal::Signal::SIGKILL);
+        }
+        let reply = client.run(exec("def main():\n    return 2\n"), None).await.expect("run");
+        assert_eq!(ok_json(&reply), "2");
+    }
+    supervisor.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn running_worker_killed_from_outside_gets_an_outcome() {
+    let mut supervisor = Supervisor::start("");
+    let pid_file = supervisor.dir.path().join("worker.pid");
+    let code = format!("import os, time\ndef main():\n    open({:?}, 'w').write(str(os.getpid()))\n    time.sleep(60)\n", pid_file.display().to_string());
+    let mut client = supervisor.client().await;
+    client.submit(exec(&code), None).await.expect("submit");
+    wait_until("the job started", Duration::from_secs(10), || std::fs::read_to_string(&pid_file).is_ok_and(|s| !s.is_empty()));
+    let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid").parse().expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).expect("kill");
+    let reply = client.next_reply().await.expect("reply");
+    assert!(matches!(kind(&reply), Kind::Killed(k) if k.signal_name == "SIGTERM"), "{:?}", reply.outcome);
+    supervisor.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn caller_disconnect_kills_its_running_job_and_drops_queued_ones() {
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 1\n");
+    let marker = supervisor.dir.path().join("started");
+    let code = format!(
+        "import os, subprocess, time\ndef main():\n    child = subprocess.Popen(['sleep', '1000'])\n    open({:?}, 'a').write(f'{{os.getpid()}} {{child.pid}}\\n')\n    time.sleep(1000)\n",
+        marker.display().to_string()
+    );
+    let mut client = supervisor.client().await;
+    for _ in 0..3 {
+        client.submit(exec(&code), None).await.expect("submit");
+    }
+    wait_until("the first job started", Duration::from_secs(10), || std::fs::read_to_string(&marker).is_ok_and(|s| s.ends_with('\n')));
+    drop(client);
+    let pids: Vec<i32> = std::fs::read_to_string(&marker).expect("marker").split_whitespace().map(|p| p.parse().expect("pid")).collect();
+    for pid in &pids {
+        wait_until("the job's processes are gone", Duration::from_secs(10), || !process_exists(*pid));
+    }
+    // The queued jobs never started: only the first one wrote its line.
+    supervisor.assert_healthy().await;
+    assert_eq!(std::fs::read_to_string(&marker).expect("marker").lines().count(), 1);
+}
+
+#[tokio::test]
+async fn a_full_queue_rejects_at_once_and_loses_nothing() {
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 1\n[server]\nmax_queued_jobs = 2\n");
+    let mut client = supervisor.client().await;
+    let slow = "import time\ndef main():\n    time.sleep(0.3)\n    return 'done'\n";
+    let total = 8;
+    for _ in 0..total {
+        client.submit(exec(slow), None).await.expect("submit");
+    }
+    let (mut done, mut full) = (0, 0);
+    for _ in 0..total {
+        let reply = client.next_reply().await.expect("reply");
+        match kind(&reply) {
+            Kind::Ok(_) => done += 1,
+            Kind::Rejected(r) if r.code() == rejected::Code::QueueFull => full += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(done + full, total);
+    assert!(full >= 1 && done >= 2, "done {done}, rejected {full}");
+    supervisor.assert_healthy().await;
+}
