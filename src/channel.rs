@@ -16,7 +16,7 @@ use nix::cmsg_space;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
-use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// Most fds a single frame of any pyclave protocol carries.
 pub const MAX_FDS_PER_FRAME: usize = 4;
@@ -91,14 +91,15 @@ impl FrameReader {
     }
 
     fn next_buffered_frame(&mut self) -> Result<Option<BytesMut>, ChannelError> {
-        if self.buffer.len() >= HEADER_BYTES {
-            let size = u32::from_be_bytes(self.buffer[..HEADER_BYTES].try_into().expect("4 bytes"));
-            let size = size as usize;
-            if size > self.max_frame_bytes {
-                return Err(ChannelError::FrameTooLarge { size, limit: self.max_frame_bytes });
+        self.codec.decode(&mut self.buffer).map_err(|error| {
+            if error.get_ref().is_some_and(|inner| inner.is::<LengthDelimitedCodecError>()) {
+                // The codec refused the header before consuming it: name the size.
+                let header = self.buffer[..HEADER_BYTES].try_into().expect("the header was read");
+                ChannelError::FrameTooLarge { size: u32::from_be_bytes(header) as usize, limit: self.max_frame_bytes }
+            } else {
+                ChannelError::Io(error)
             }
-        }
-        Ok(self.codec.decode(&mut self.buffer)?)
+        })
     }
 
     /// Reads one chunk (and any fds with it); returns the bytes read.
@@ -229,10 +230,10 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_length_is_rejected_before_the_body_arrives() {
-        let (a, b) = UnixStream::pair().expect("socketpair");
+        let (mut a, b) = UnixStream::pair().expect("socketpair");
         let (mut reader, _) = split(b, 1024);
         // Only the header is sent: the reader must refuse without waiting for 1 GiB.
-        tokio::io::AsyncWriteExt::write_all(&mut &a, &(1u32 << 30).to_be_bytes()).await.expect("write");
+        tokio::io::AsyncWriteExt::write_all(&mut a, &(1u32 << 30).to_be_bytes()).await.expect("write");
         match reader.recv::<Request>().await {
             Err(ChannelError::FrameTooLarge { size, limit }) => assert_eq!((size, limit), (1 << 30, 1024)),
             other => panic!("expected FrameTooLarge, got {other:?}"),
@@ -241,11 +242,11 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_is_a_decode_error_and_clean_close_is_none() {
-        let (a, b) = UnixStream::pair().expect("socketpair");
+        let (mut a, b) = UnixStream::pair().expect("socketpair");
         let (mut reader, _) = split(b, 1024);
         let mut garbage = 5u32.to_be_bytes().to_vec();
         garbage.extend_from_slice(&[0xff; 5]);
-        tokio::io::AsyncWriteExt::write_all(&mut &a, &garbage).await.expect("write");
+        tokio::io::AsyncWriteExt::write_all(&mut a, &garbage).await.expect("write");
         assert!(matches!(reader.recv::<Request>().await, Err(ChannelError::Decode(_))));
 
         let (a, b) = UnixStream::pair().expect("socketpair");
@@ -256,9 +257,9 @@ mod tests {
 
     #[tokio::test]
     async fn close_mid_frame_is_truncation() {
-        let (a, b) = UnixStream::pair().expect("socketpair");
+        let (mut a, b) = UnixStream::pair().expect("socketpair");
         let (mut reader, _) = split(b, 1024);
-        tokio::io::AsyncWriteExt::write_all(&mut &a, &[0, 0, 0, 10, 1, 2]).await.expect("write");
+        tokio::io::AsyncWriteExt::write_all(&mut a, &[0, 0, 0, 10, 1, 2]).await.expect("write");
         drop(a);
         assert!(matches!(reader.recv::<Request>().await, Err(ChannelError::TruncatedFrame)));
     }
