@@ -129,8 +129,7 @@ pub fn validate_table(file: Bytes, limits: &TableLimits) -> Result<TableSummary,
     if bytes > limits.max_table_bytes {
         return Err(TableRejection::TooLarge { bytes, limit: limits.max_table_bytes });
     }
-    if file.len() < HEADER_LEN + TRAILER_LEN || !file.starts_with(MAGIC) || !file.ends_with(MAGIC)
-    {
+    if file.len() < HEADER_LEN + TRAILER_LEN || !file.starts_with(MAGIC) || !file.ends_with(MAGIC) {
         return Err(TableRejection::NotArrowFile);
     }
     let file = Buffer::from(file);
@@ -153,9 +152,9 @@ pub fn validate_table(file: Bytes, limits: &TableLimits) -> Result<TableSummary,
         let data = file.slice_with_length(located.range.start, located.range.len());
         let decoded = match located.part {
             TablePart::Dictionary(_) => decoder.read_dictionary(&located.block, &data),
-            _ => decoder.read_record_batch(&located.block, &data).and_then(|batch| {
-                batch.map(drop).ok_or_else(|| ArrowError::IpcError("no record batch".into()))
-            }),
+            _ => decoder
+                .read_record_batch(&located.block, &data)
+                .and_then(|batch| batch.map(drop).ok_or_else(|| ArrowError::IpcError("no record batch".into()))),
         };
         decoded.map_err(|source| TableRejection::Invalid { part: located.part, source })?;
     }
@@ -168,14 +167,11 @@ fn read_footer(file: &[u8]) -> Result<(Footer<'_>, usize), TableRejection> {
         return Err(TableRejection::NotArrowFile);
     };
     let trailer_start = file.len() - TRAILER_LEN;
-    let footer_len = read_footer_length(*trailer)
-        .map_err(|error| malformed(TablePart::Footer, error.to_string()))?;
+    let footer_len = read_footer_length(*trailer).map_err(|error| malformed(TablePart::Footer, error.to_string()))?;
     let footer_start = trailer_start
         .checked_sub(footer_len)
         .filter(|start| *start >= HEADER_LEN)
-        .ok_or_else(|| {
-            malformed(TablePart::Footer, format!("footer length {footer_len} exceeds the file"))
-        })?;
+        .ok_or_else(|| malformed(TablePart::Footer, format!("footer length {footer_len} exceeds the file")))?;
     let footer = arrow_ipc::root_as_footer(&file[footer_start..trailer_start])
         .map_err(|error| malformed(TablePart::Footer, error.to_string()))?;
     Ok((footer, footer_start))
@@ -183,9 +179,7 @@ fn read_footer(file: &[u8]) -> Result<(Footer<'_>, usize), TableRejection> {
 
 /// Converts the footer's schema and applies the column rules.
 fn read_schema(footer: &Footer<'_>, limits: &TableLimits) -> Result<Schema, TableRejection> {
-    let ipc_schema = footer
-        .schema()
-        .ok_or_else(|| malformed(TablePart::Footer, "no schema"))?;
+    let ipc_schema = footer.schema().ok_or_else(|| malformed(TablePart::Footer, "no schema"))?;
     let columns = ipc_schema.fields().map_or(0, |fields| fields.len()) as u64;
     if columns > limits.max_columns {
         return Err(TableRejection::TooManyColumns { columns, limit: limits.max_columns });
@@ -213,10 +207,7 @@ fn read_schema(footer: &Footer<'_>, limits: &TableLimits) -> Result<Schema, Tabl
             return Err(TableRejection::DuplicateColumnName { name: name.clone() });
         }
         if let Some(unsupported) = find_unsupported(field.data_type()) {
-            return Err(TableRejection::UnsupportedType {
-                column: name.clone(),
-                data_type: unsupported.clone(),
-            });
+            return Err(TableRejection::UnsupportedType { column: name.clone(), data_type: unsupported.clone() });
         }
     }
     Ok(schema)
@@ -253,9 +244,7 @@ struct Located {
 /// Locates the dictionary blocks, then the record batch blocks (decoding order), and checks
 /// that each lies between the leading magic and the footer and that no two overlap.
 fn locate_blocks(footer: &Footer<'_>, data_end: usize) -> Result<Vec<Located>, TableRejection> {
-    let batches = footer
-        .recordBatches()
-        .ok_or_else(|| malformed(TablePart::Footer, "no record batch list"))?;
+    let batches = footer.recordBatches().ok_or_else(|| malformed(TablePart::Footer, "no record batch list"))?;
     let dictionaries = footer.dictionaries().into_iter().flatten().enumerate();
     let parts = dictionaries
         .map(|(index, block)| (TablePart::Dictionary(index), *block))
@@ -297,11 +286,7 @@ fn locate_blocks(footer: &Footer<'_>, data_end: usize) -> Result<Vec<Located>, T
 }
 
 /// Checks each block's message header against its body and returns the total row count.
-fn check_messages(
-    file: &[u8],
-    blocks: &[Located],
-    version: MetadataVersion,
-) -> Result<u64, TableRejection> {
+fn check_messages(file: &[u8], blocks: &[Located], version: MetadataVersion) -> Result<u64, TableRejection> {
     let mut dictionary_ids = HashSet::new();
     let mut rows = 0u64;
     for located in blocks {
@@ -337,8 +322,7 @@ fn check_messages(
 
 /// Parses an encapsulated message: continuation marker, metadata length, flatbuffer.
 fn read_message(metadata: &[u8], part: TablePart) -> Result<Message<'_>, TableRejection> {
-    let Some(flatbuffer) = metadata.strip_prefix(&CONTINUATION).and_then(|rest| rest.get(4..))
-    else {
+    let Some(flatbuffer) = metadata.strip_prefix(&CONTINUATION).and_then(|rest| rest.get(4..)) else {
         return Err(malformed(part, "message does not start with a continuation marker"));
     };
     arrow_ipc::root_as_message(flatbuffer).map_err(|error| malformed(part, error.to_string()))
@@ -346,24 +330,16 @@ fn read_message(metadata: &[u8], part: TablePart) -> Result<Message<'_>, TableRe
 
 /// Checks a batch header against its body and returns its row count: not compressed, no
 /// negative lengths, buffers inside the body and not overlapping.
-fn check_body(
-    part: TablePart,
-    batch: &arrow_ipc::RecordBatch<'_>,
-    body_len: usize,
-) -> Result<u64, TableRejection> {
+fn check_body(part: TablePart, batch: &arrow_ipc::RecordBatch<'_>, body_len: usize) -> Result<u64, TableRejection> {
     if batch.compression().is_some() {
         return Err(TableRejection::Compressed { part });
     }
-    let rows = u64::try_from(batch.length())
-        .map_err(|_| malformed(part, format!("negative row count {}", batch.length())))?;
+    let rows =
+        u64::try_from(batch.length()).map_err(|_| malformed(part, format!("negative row count {}", batch.length())))?;
     let nodes = batch.nodes().ok_or_else(|| malformed(part, "no field nodes"))?;
     for node in nodes.iter() {
         if node.length() < 0 || node.null_count() < 0 || node.null_count() > node.length() {
-            let detail = format!(
-                "field node with length {} and null count {}",
-                node.length(),
-                node.null_count()
-            );
+            let detail = format!("field node with length {} and null count {}", node.length(), node.null_count());
             return Err(malformed(part, detail));
         }
     }
@@ -397,16 +373,14 @@ mod tests {
     use super::*;
     use arrow_array::builder::{ListBuilder, StringBuilder, StringViewBuilder};
     use arrow_array::{
-        ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray, StructArray,
-        UnionArray,
+        ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray, StructArray, UnionArray,
     };
     use arrow_buffer::ScalarBuffer;
     use arrow_ipc::CompressionType;
     use arrow_ipc::writer::{DictionaryHandling, FileWriter, IpcWriteOptions, StreamWriter};
     use arrow_schema::{Field, UnionFields};
 
-    const LIMITS: TableLimits =
-        TableLimits { max_rows: 1_000, max_columns: 16, max_table_bytes: 1 << 20 };
+    const LIMITS: TableLimits = TableLimits { max_rows: 1_000, max_columns: 16, max_table_bytes: 1 << 20 };
 
     fn table(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
         RecordBatch::try_from_iter(columns).unwrap()
@@ -433,9 +407,8 @@ mod tests {
 
     /// Overwrites the only occurrence of `from` in `file` with `to`.
     fn patch(file: &mut [u8], from: &[u8], to: &[u8]) {
-        let hits: Vec<usize> = (0..file.len().saturating_sub(from.len()))
-            .filter(|&at| file[at..].starts_with(from))
-            .collect();
+        let hits: Vec<usize> =
+            (0..file.len().saturating_sub(from.len())).filter(|&at| file[at..].starts_with(from)).collect();
         assert_eq!(hits.len(), 1, "pattern must occur exactly once");
         file[hits[0]..hits[0] + to.len()].copy_from_slice(to);
     }
@@ -614,9 +587,7 @@ mod tests {
     fn rejects_compressed_bodies() {
         // Empty buffers are written without calling the (absent) lz4 codec.
         let empty = table(vec![("id", Arc::new(Int64Array::from(Vec::<i64>::new())) as ArrayRef)]);
-        let options = IpcWriteOptions::default()
-            .try_with_compression(Some(CompressionType::LZ4_FRAME))
-            .unwrap();
+        let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME)).unwrap();
         let file = write_with(options, &empty.schema(), &[empty]);
         let rejection = check(&file).unwrap_err();
         assert!(matches!(rejection, TableRejection::Compressed { part: TablePart::Batch(0) }));
@@ -634,10 +605,7 @@ mod tests {
         let options = IpcWriteOptions::default().with_dictionary_handling(DictionaryHandling::Delta);
         let file = write_with(options, &first.schema(), &[first, second]);
         let rejection = check(&file).unwrap_err();
-        assert!(matches!(
-            rejection,
-            TableRejection::DictionaryUpdate { part: TablePart::Dictionary(1), id: 0 }
-        ));
+        assert!(matches!(rejection, TableRejection::DictionaryUpdate { part: TablePart::Dictionary(1), id: 0 }));
     }
 
     #[test]

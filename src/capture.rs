@@ -58,10 +58,7 @@ mod tests {
         let reader = tokio::spawn(capture(pipe.read, 10));
         let mut write = std::fs::File::from(pipe.write);
         // More than a pipe buffer: the writer must never block on us.
-        tokio::task::spawn_blocking(move || write.write_all(&vec![b'x'; 1 << 20]))
-            .await
-            .expect("join")
-            .expect("write");
+        tokio::task::spawn_blocking(move || write.write_all(&vec![b'x'; 1 << 20])).await.expect("join").expect("write");
         let output = reader.await.expect("join");
         assert_eq!(output.data, b"xxxxxxxxxx");
         assert!(output.truncated);

@@ -76,11 +76,7 @@ impl FrameReader {
                 return Ok(Some(M::decode(frame)?));
             }
             if self.fill().await? == 0 {
-                return if self.buffer.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ChannelError::TruncatedFrame)
-                };
+                return if self.buffer.is_empty() { Ok(None) } else { Err(ChannelError::TruncatedFrame) };
             }
         }
     }
@@ -107,10 +103,7 @@ impl FrameReader {
         let (read, fds) = loop {
             self.stream.readable().await?;
             let chunk = &mut self.chunk;
-            match self
-                .stream
-                .try_io(Interest::READABLE, || recv_with_fds(self.stream.as_raw_fd(), chunk))
-            {
+            match self.stream.try_io(Interest::READABLE, || recv_with_fds(self.stream.as_raw_fd(), chunk)) {
                 Ok(received) => break received,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(error) => return Err(error.into()),
@@ -152,11 +145,7 @@ pub struct FrameWriter {
 }
 
 impl FrameWriter {
-    pub async fn send<M: prost::Message>(
-        &mut self,
-        message: &M,
-        fds: &[BorrowedFd<'_>],
-    ) -> Result<(), ChannelError> {
+    pub async fn send<M: prost::Message>(&mut self, message: &M, fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
         let frame = encode_frame(message);
         let raw_fds: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         let mut sent = 0;

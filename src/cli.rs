@@ -167,7 +167,11 @@ async fn run(args: RunArgs) -> Result<u8, Box<dyn std::error::Error>> {
 }
 
 /// Starts a supervisor on a private socket, runs `job` through it, stops it.
-async fn run_private(config: Config, job: Job, input: Option<&std::fs::File>) -> Result<Reply, Box<dyn std::error::Error>> {
+async fn run_private(
+    config: Config,
+    job: Job,
+    input: Option<&std::fs::File>,
+) -> Result<Reply, Box<dyn std::error::Error>> {
     let dir = tempfile::Builder::new().prefix("pyclave-run-").tempdir()?;
     let socket = dir.path().join("pyclave.sock");
     let shutdown = CancellationToken::new();

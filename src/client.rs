@@ -16,7 +16,11 @@ const MAX_RESPONSE_FRAME_BYTES: usize = 256 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {path}")]
-    Connect { path: String, #[source] source: std::io::Error },
+    Connect {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("connection")]
     Channel(#[from] ChannelError),
     #[error("the supervisor closed the connection")]

@@ -13,7 +13,11 @@ const MIB: u64 = 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid config")]
     Parse(#[from] toml::de::Error),
     #[error("{field} must be {rule}, got {value}")]
@@ -78,11 +82,7 @@ impl Default for PoolConfig {
 
 impl PoolConfig {
     pub fn worker_count(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        }
+        if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
     }
 }
 
@@ -139,8 +139,8 @@ pub struct ScriptsConfig {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text)
     }
 
@@ -170,10 +170,10 @@ impl Config {
                 value: self.pool.workers as u64,
             });
         }
-        if let Some(dir) = &self.scripts.dir {
-            if !dir.is_dir() {
-                return Err(ConfigError::ScriptsDir { path: dir.clone() });
-            }
+        if let Some(dir) = &self.scripts.dir
+            && !dir.is_dir()
+        {
+            return Err(ConfigError::ScriptsDir { path: dir.clone() });
         }
         Ok(())
     }
@@ -194,10 +194,8 @@ mod tests {
 
     #[test]
     fn fields_override_defaults() {
-        let config = Config::parse(
-            "[pool]\nworkers = 3\n[limits]\nwall_timeout_ms = 500\n[output]\nmax_rows = 10\n",
-        )
-        .expect("valid");
+        let config = Config::parse("[pool]\nworkers = 3\n[limits]\nwall_timeout_ms = 500\n[output]\nmax_rows = 10\n")
+            .expect("valid");
         assert_eq!(config.pool.worker_count(), 3);
         assert_eq!(config.limits.wall_timeout_ms, 500);
         assert_eq!(config.limits.cpu_timeout_ms, JobLimits::default().cpu_timeout_ms);

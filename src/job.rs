@@ -81,7 +81,9 @@ pub fn prepare(
             let code = read_script(scripts, &name, server.max_code_bytes)?;
             (code, name)
         }
-        None => return Err(Rejection::new(rejected::Code::BadRequest, "the job has neither inline_code nor script_name")),
+        None => {
+            return Err(Rejection::new(rejected::Code::BadRequest, "the job has neither inline_code nor script_name"));
+        }
     };
     check_params(&request.params_json, server.max_params_bytes)?;
     let input = match (request.has_input_table, input) {
@@ -107,7 +109,11 @@ fn merge_limits(requested: api::Limits, server: &JobLimits) -> Result<EffectiveL
     };
     Ok(EffectiveLimits {
         memory_limit_bytes: pick("memory_limit_bytes", requested.memory_limit_bytes, server.memory_limit_bytes)?,
-        wall_timeout: Duration::from_millis(pick("wall_timeout_ms", requested.wall_timeout_ms, server.wall_timeout_ms)?),
+        wall_timeout: Duration::from_millis(pick(
+            "wall_timeout_ms",
+            requested.wall_timeout_ms,
+            server.wall_timeout_ms,
+        )?),
         cpu_timeout: Duration::from_millis(pick("cpu_timeout_ms", requested.cpu_timeout_ms, server.cpu_timeout_ms)?),
     })
 }
@@ -138,7 +144,9 @@ fn check_params(params_json: &str, max_bytes: u64) -> Result<(), Rejection> {
     match serde_json::from_str::<serde_json::Value>(params_json) {
         Ok(serde_json::Value::Object(_)) => Ok(()),
         Ok(_) => Err(Rejection::new(rejected::Code::BadRequest, "params_json must be a JSON object")),
-        Err(error) => Err(Rejection::new(rejected::Code::BadRequest, format!("params_json is not valid JSON: {error}"))),
+        Err(error) => {
+            Err(Rejection::new(rejected::Code::BadRequest, format!("params_json is not valid JSON: {error}")))
+        }
     }
 }
 
@@ -219,12 +227,21 @@ mod tests {
         let flags = OFlag::from_bits_truncate(fcntl(reopened.as_fd(), FcntlArg::F_GETFL).expect("flags"));
         assert_eq!(flags & OFlag::O_ACCMODE, OFlag::O_RDONLY);
 
-        let path_only = nix::fcntl::open("/etc/hostname", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).expect("O_PATH");
+        let path_only =
+            nix::fcntl::open("/etc/hostname", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).expect("O_PATH");
         assert_eq!(reopen_read_only(&path_only).expect_err("O_PATH").code, rejected::Code::BadInputTable);
         let directory = nix::fcntl::open("/", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).expect("dir");
         assert_eq!(reopen_read_only(&directory).expect_err("dir").code, rejected::Code::BadInputTable);
         let dir = tempfile::tempdir().expect("tempdir");
-        let write_only = std::fs::OpenOptions::new().write(true).create(true).open(dir.path().join("w")).expect("open");
-        assert_eq!(reopen_read_only(&OwnedFd::from(write_only)).expect_err("O_WRONLY").code, rejected::Code::BadInputTable);
+        let write_only = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("w"))
+            .expect("open");
+        assert_eq!(
+            reopen_read_only(&OwnedFd::from(write_only)).expect_err("O_WRONLY").code,
+            rejected::Code::BadInputTable
+        );
     }
 }

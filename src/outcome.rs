@@ -56,9 +56,7 @@ pub fn classify(evidence: Evidence) -> Kind {
                 reason: format!("the input table is not a readable Arrow IPC file: {reason}"),
             })
         }
-        Ending::Reported(JobResult { result: None }) => {
-            output_rejected("the worker sent an empty result".into())
-        }
+        Ending::Reported(JobResult { result: None }) => output_rejected("the worker sent an empty result".into()),
         Ending::Malformed(reason) => output_rejected(format!("the worker broke the protocol: {reason}")),
         Ending::Died => match exit {
             Some(ExitStatus::Signal(signal)) => Kind::Killed(api::Killed { signal, signal_name: signal_name(signal) }),

@@ -36,13 +36,16 @@ pub fn finalize(memfd: OwnedFd, limits: &OutputLimits) -> Result<OwnedFd, String
         max_table_bytes: limits.max_table_bytes,
     };
     if size > table_limits.max_table_bytes {
-        return Err(arrow_check::TableRejection::TooLarge { bytes: size, limit: table_limits.max_table_bytes }.to_string());
+        return Err(
+            arrow_check::TableRejection::TooLarge { bytes: size, limit: table_limits.max_table_bytes }.to_string()
+        );
     }
     // SAFETY: the memfd is sealed against writes, growth and shrinking, and
     // the seals themselves are sealed, so the mapped bytes cannot change or
     // disappear while the map lives.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map the output: {e}"))?;
-    arrow_check::validate_table(bytes::Bytes::from_owner(map), &table_limits).map_err(|rejection| rejection.to_string())?;
+    arrow_check::validate_table(bytes::Bytes::from_owner(map), &table_limits)
+        .map_err(|rejection| rejection.to_string())?;
     let path = format!("/proc/self/fd/{}", file.as_raw_fd());
     nix::fcntl::open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| format!("cannot re-open the output read-only: {e}"))

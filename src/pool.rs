@@ -258,13 +258,23 @@ async fn worker_task(shared: Arc<Shared>) {
                 }
                 RunEnd::Cancelled => {}
                 RunEnd::NotStarted(spec) => {
-                    let job = QueuedJob { id: job_id, spec, accepted_at, cancel, reply, in_flight, lost_workers: lost_workers + 1 };
+                    let job = QueuedJob {
+                        id: job_id,
+                        spec,
+                        accepted_at,
+                        cancel,
+                        reply,
+                        in_flight,
+                        lost_workers: lost_workers + 1,
+                    };
                     if job.lost_workers >= MAX_LOST_WORKERS {
-                        job.reject(rejected::Code::Unspecified, "internal error: workers keep dying before the job starts");
+                        job.reject(
+                            rejected::Code::Unspecified,
+                            "internal error: workers keep dying before the job starts",
+                        );
                     } else {
                         tracing::warn!(job = job_id, "worker died before the job started; retrying on another");
                         let _ = shared.retry.send(Assignment { job, _running });
-                        return;
                     }
                 }
             }

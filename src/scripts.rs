@@ -106,9 +106,6 @@ mod tests {
     #[test]
     fn size_is_capped() {
         let (_root, dir) = fixture();
-        assert_eq!(
-            dir.read("ok.py", 5),
-            Err(ScriptError::TooLarge { name: "ok.py".into(), limit: 5 })
-        );
+        assert_eq!(dir.read("ok.py", 5), Err(ScriptError::TooLarge { name: "ok.py".into(), limit: 5 }));
     }
 }

@@ -39,9 +39,17 @@ pub enum ServerError {
     #[error("{path} exists and is not a socket")]
     NotASocket { path: PathBuf },
     #[error("cannot listen on {path}")]
-    Bind { path: PathBuf, #[source] source: std::io::Error },
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the scripts directory {path}")]
-    Scripts { path: PathBuf, #[source] source: std::io::Error },
+    Scripts {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write the worker runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot set up cgroups")]
@@ -78,7 +86,9 @@ pub async fn serve(
     let cgroups = Arc::new(Cgroups::init()?);
     let runtime = RuntimeDir::create(&std::env::temp_dir()).map_err(ServerError::Runtime)?;
     let scripts = match &config.scripts.dir {
-        Some(path) => Some(ScriptDir::open(path).map_err(|source| ServerError::Scripts { path: path.clone(), source })?),
+        Some(path) => {
+            Some(ScriptDir::open(path).map_err(|source| ServerError::Scripts { path: path.clone(), source })?)
+        }
         None => None,
     };
     let zygote_settings = ZygoteSettings {

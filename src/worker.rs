@@ -165,12 +165,12 @@ impl Worker {
     ) -> RunEnd {
         let dispatched_at = Instant::now();
         let limits = spec.limits;
-        if limits.memory_limit_bytes != settings.limits.memory_limit_bytes {
-            if let Err(error) = self.cgroup.set_memory_limit(limits.memory_limit_bytes) {
-                tracing::error!(%error, "cannot set a job's memory limit");
-                self.retire().await;
-                return RunEnd::Finished(internal_error("cannot apply the job's memory limit"));
-            }
+        if limits.memory_limit_bytes != settings.limits.memory_limit_bytes
+            && let Err(error) = self.cgroup.set_memory_limit(limits.memory_limit_bytes)
+        {
+            tracing::error!(%error, "cannot set a job's memory limit");
+            self.retire().await;
+            return RunEnd::Finished(internal_error("cannot apply the job's memory limit"));
         }
         let cpu_baseline = self.cgroup.cpu_usage().unwrap_or_default();
         let output = if spec.wants_output_table() {

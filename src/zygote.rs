@@ -45,7 +45,11 @@ const ENVIRONMENT: &[(&str, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum ZygoteError {
     #[error("cannot start the zygote ({python})")]
-    Start { python: PathBuf, #[source] source: std::io::Error },
+    Start {
+        python: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the zygote did not report ready within {timeout:?}")]
     StartTimeout { timeout: Duration },
     #[error("the zygote exited during start-up (is pandas/pyarrow installed for this interpreter?)")]
@@ -115,10 +119,7 @@ impl Zygote {
     /// Forks a worker that will talk on `fds.control`.
     pub async fn spawn(&self, worker_id: u64, fds: WorkerFds) -> Result<SpawnedWorker, ZygoteError> {
         let (reply, response) = oneshot::channel();
-        self.requests
-            .send(SpawnRequest { worker_id, fds, reply })
-            .await
-            .map_err(|_| ZygoteError::ShuttingDown)?;
+        self.requests.send(SpawnRequest { worker_id, fds, reply }).await.map_err(|_| ZygoteError::ShuttingDown)?;
         response.await.map_err(|_| ZygoteError::ShuttingDown)?
     }
 }
@@ -134,12 +135,9 @@ impl RunningZygote {
         let start_error = |source| ZygoteError::Start { python: settings.python.clone(), source };
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(start_error)?;
         let theirs = OwnedFd::from(theirs);
-        let python = resolve_program(&settings.python).ok_or_else(|| {
-            start_error(std::io::Error::new(std::io::ErrorKind::NotFound, "not found on PATH"))
-        })?;
-        let child = zygote_command(&python, &settings.runtime_dir, theirs.as_raw_fd())
-            .spawn()
-            .map_err(start_error)?;
+        let python = resolve_program(&settings.python)
+            .ok_or_else(|| start_error(std::io::Error::new(std::io::ErrorKind::NotFound, "not found on PATH")))?;
+        let child = zygote_command(&python, &settings.runtime_dir, theirs.as_raw_fd()).spawn().map_err(start_error)?;
         drop(theirs);
         let pid = Pid::from_raw(child.id() as i32);
         // The child is reaped by the supervisor's reaper, not through `child`.

@@ -58,7 +58,10 @@ async fn output_fd_is_sealed_and_read_only() {
     let flags = nix::fcntl::fcntl(&table, nix::fcntl::FcntlArg::F_GETFL).expect("flags");
     assert_eq!(flags & libc::O_ACCMODE, libc::O_RDONLY);
     let seals = nix::fcntl::fcntl(&table, nix::fcntl::FcntlArg::F_GET_SEALS).expect("seals");
-    assert_eq!(seals & (libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK), libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK);
+    assert_eq!(
+        seals & (libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK),
+        libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK
+    );
 }
 
 #[tokio::test]
@@ -72,7 +75,16 @@ async fn million_row_transform() {
     assert_eq!(rows, 100);
     let total: i64 = batches
         .iter()
-        .map(|b| b.column_by_name("x").expect("x").as_any().downcast_ref::<Int64Array>().expect("int64").iter().flatten().sum::<i64>())
+        .map(|b| {
+            b.column_by_name("x")
+                .expect("x")
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("int64")
+                .iter()
+                .flatten()
+                .sum::<i64>()
+        })
         .sum();
     assert_eq!(total, (0..1_000_000i64).sum::<i64>());
 }
@@ -93,9 +105,11 @@ async fn user_error_has_type_message_and_traceback() {
     assert!(matches!(kind(&reply), Kind::UserError(e) if e.r#type == "NameError"), "no entry point");
     let reply = supervisor.client().await.run(exec("def main():\n    return object()\n"), None).await.expect("run");
     assert!(matches!(kind(&reply), Kind::UserError(e) if e.r#type == "TypeError"), "not JSON");
-    let reply = supervisor.client().await.run(transform("def transform(t, p):\n    return 5\n"), None).await.expect("run");
+    let reply =
+        supervisor.client().await.run(transform("def transform(t, p):\n    return 5\n"), None).await.expect("run");
     assert!(matches!(kind(&reply), Kind::UserError(e) if e.message.contains("DataFrame")));
-    let reply = supervisor.client().await.run(exec("import os\ndef main():\n    os._exit(3)\n"), None).await.expect("run");
+    let reply =
+        supervisor.client().await.run(exec("import os\ndef main():\n    os._exit(3)\n"), None).await.expect("run");
     assert!(matches!(kind(&reply), Kind::UserError(e) if e.r#type == "ProcessExit" && e.message.contains("status 3")));
 }
 
@@ -116,8 +130,17 @@ async fn sigkill_without_oom_is_killed_not_out_of_memory() {
     let mut supervisor = Supervisor::start("");
     let code = "import os, signal\ndef main():\n    os.kill(os.getpid(), signal.SIGKILL)\n";
     let reply = supervisor.client().await.run(exec(code), None).await.expect("run");
-    assert!(matches!(kind(&reply), Kind::Killed(k) if k.signal == 9 && k.signal_name == "SIGKILL"), "{:?}", reply.outcome);
-    let reply = supervisor.client().await.run(exec("import ctypes\ndef main():\n    ctypes.string_at(0)\n"), None).await.expect("run");
+    assert!(
+        matches!(kind(&reply), Kind::Killed(k) if k.signal == 9 && k.signal_name == "SIGKILL"),
+        "{:?}",
+        reply.outcome
+    );
+    let reply = supervisor
+        .client()
+        .await
+        .run(exec("import ctypes\ndef main():\n    ctypes.string_at(0)\n"), None)
+        .await
+        .expect("run");
     assert!(matches!(kind(&reply), Kind::Killed(k) if k.signal_name == "SIGSEGV"), "{:?}", reply.outcome);
     supervisor.assert_healthy().await;
 }
@@ -180,14 +203,23 @@ async fn bad_requests_are_rejected_with_a_reason() {
     let reply = client.run(exec(&"#".repeat(1001)), None).await.expect("run");
     assert!(matches!(kind(&reply), Kind::Rejected(r) if r.code() == rejected::Code::CodeTooLarge));
     let reply = client.run(with_limits(exec("def main(): pass"), 1 << 30, 0, 0), None).await.expect("run");
-    assert!(matches!(kind(&reply), Kind::Rejected(r) if r.code() == rejected::Code::LimitTooHigh && r.reason.contains("536870912")));
+    assert!(
+        matches!(kind(&reply), Kind::Rejected(r) if r.code() == rejected::Code::LimitTooHigh && r.reason.contains("536870912"))
+    );
     let mut job = exec("def main(): pass");
     job.params_json = "[1, 2]".into();
     let reply = client.run(job, None).await.expect("run");
     assert!(matches!(kind(&reply), Kind::Rejected(r) if r.code() == rejected::Code::BadRequest));
     let not_arrow = tempfile::tempfile().expect("tempfile");
     std::io::Write::write_all(&mut &not_arrow, b"definitely not arrow").expect("write");
-    let reply = client.run(transform("def transform(t, p):\n    return t\n"), Some(std::os::fd::AsFd::as_fd(&not_arrow))).await.expect("run");
-    assert!(matches!(kind(&reply), Kind::Rejected(r) if r.code() == rejected::Code::BadInputTable), "{:?}", reply.outcome);
+    let reply = client
+        .run(transform("def transform(t, p):\n    return t\n"), Some(std::os::fd::AsFd::as_fd(&not_arrow)))
+        .await
+        .expect("run");
+    assert!(
+        matches!(kind(&reply), Kind::Rejected(r) if r.code() == rejected::Code::BadInputTable),
+        "{:?}",
+        reply.outcome
+    );
     supervisor.assert_healthy().await;
 }

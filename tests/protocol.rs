@@ -57,10 +57,8 @@ async fn garbage_frame_gets_a_clear_error() {
 #[tokio::test]
 async fn announced_fd_that_never_came_is_a_protocol_error() {
     let mut supervisor = Supervisor::start("");
-    let request = pyclave::proto::api::Request {
-        id: 5,
-        job: Some(Job { has_input_table: true, ..exec("def main(): pass") }),
-    };
+    let request =
+        pyclave::proto::api::Request { id: 5, job: Some(Job { has_input_table: true, ..exec("def main(): pass") }) };
     let body = request.encode_to_vec();
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
@@ -102,7 +100,8 @@ fn cli_run_prints_the_outcome_as_json_with_documented_exit_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let code = dir.path().join("job.py");
     write_file(&code, "def main(params):\n    print('hi')\n    return params\n");
-    let path = format!("{}:{}", venv_python().parent().expect("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let path =
+        format!("{}:{}", venv_python().parent().expect("bin").display(), std::env::var("PATH").unwrap_or_default());
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pyclave"))
         .args(["run", "--code"])
         .arg(&code)

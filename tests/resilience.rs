@@ -23,7 +23,8 @@ async fn many_jobs_over_several_connections_each_get_one_outcome() {
             // All submitted before any reply is read: they are in flight together.
             for job in 0..JOBS_PER_CONNECTION {
                 let value = connection * 1000 + job;
-                let mut request = exec("import time\ndef main(params):\n    time.sleep(0.01)\n    return params['v']\n");
+                let mut request =
+                    exec("import time\ndef main(params):\n    time.sleep(0.01)\n    return params['v']\n");
                 request.params_json = format!(r#"{{"v": {value}}}"#);
                 let id = client.submit(request, None).await.expect("submit");
                 expected.insert(id, value);
@@ -71,7 +72,12 @@ async fn zygote_is_single_threaded_and_restarts_after_being_killed() {
     // Jobs keep coming while the zygote dies.
     let mut ids = Vec::new();
     for _ in 0..6 {
-        ids.push(client.submit(exec("import time\ndef main():\n    time.sleep(0.05)\n    return 1\n"), None).await.expect("submit"));
+        ids.push(
+            client
+                .submit(exec("import time\ndef main():\n    time.sleep(0.05)\n    return 1\n"), None)
+                .await
+                .expect("submit"),
+        );
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(zygote), nix::sys::signal::Signal::SIGKILL).expect("kill zygote");
     for _ in 0..6 {
@@ -82,7 +88,10 @@ async fn zygote_is_single_threaded_and_restarts_after_being_killed() {
         let reply = client.run(exec("import os\ndef main():\n    return os.getppid()\n"), None).await.expect("run");
         assert_ne!(ok_json(&reply), zygote.to_string());
     }
-    let new_zygote: i32 = ok_json(&client.run(exec("import os\ndef main():\n    return os.getppid()\n"), None).await.expect("run")).parse().expect("pid");
+    let new_zygote: i32 =
+        ok_json(&client.run(exec("import os\ndef main():\n    return os.getppid()\n"), None).await.expect("run"))
+            .parse()
+            .expect("pid");
     assert_ne!(new_zygote, zygote, "a new zygote forks the workers");
     supervisor.assert_healthy().await;
 }
@@ -97,7 +106,10 @@ async fn idle_worker_killed_is_replaced_and_its_job_not_lost() {
     for _ in 0..3 {
         let children = std::fs::read_to_string(format!("/proc/{zygote}/task/{zygote}/children")).unwrap_or_default();
         for child in children.split_whitespace() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.parse().expect("pid")), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.parse().expect("pid")),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let reply = client.run(exec("def main():\n    return 2\n"), None).await.expect("run");
         assert_eq!(ok_json(&reply), "2");
@@ -109,10 +121,15 @@ async fn idle_worker_killed_is_replaced_and_its_job_not_lost() {
 async fn running_worker_killed_from_outside_gets_an_outcome() {
     let mut supervisor = Supervisor::start("");
     let pid_file = supervisor.dir.path().join("worker.pid");
-    let code = format!("import os, time\ndef main():\n    open({:?}, 'w').write(str(os.getpid()))\n    time.sleep(60)\n", pid_file.display().to_string());
+    let code = format!(
+        "import os, time\ndef main():\n    open({:?}, 'w').write(str(os.getpid()))\n    time.sleep(60)\n",
+        pid_file.display().to_string()
+    );
     let mut client = supervisor.client().await;
     client.submit(exec(&code), None).await.expect("submit");
-    wait_until("the job started", Duration::from_secs(10), || std::fs::read_to_string(&pid_file).is_ok_and(|s| !s.is_empty()));
+    wait_until("the job started", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| !s.is_empty())
+    });
     let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid").parse().expect("pid");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).expect("kill");
     let reply = client.next_reply().await.expect("reply");
@@ -132,9 +149,12 @@ async fn caller_disconnect_kills_its_running_job_and_drops_queued_ones() {
     for _ in 0..3 {
         client.submit(exec(&code), None).await.expect("submit");
     }
-    wait_until("the first job started", Duration::from_secs(10), || std::fs::read_to_string(&marker).is_ok_and(|s| s.ends_with('\n')));
+    wait_until("the first job started", Duration::from_secs(10), || {
+        std::fs::read_to_string(&marker).is_ok_and(|s| s.ends_with('\n'))
+    });
     drop(client);
-    let pids: Vec<i32> = std::fs::read_to_string(&marker).expect("marker").split_whitespace().map(|p| p.parse().expect("pid")).collect();
+    let pids: Vec<i32> =
+        std::fs::read_to_string(&marker).expect("marker").split_whitespace().map(|p| p.parse().expect("pid")).collect();
     for pid in &pids {
         wait_until("the job's processes are gone", Duration::from_secs(10), || !process_exists(*pid));
     }

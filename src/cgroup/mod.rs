@@ -23,10 +23,16 @@ const KILL_ROUNDS: usize = 2000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("no usable cgroup hierarchy with a memory controller (need cgroup v2 with `memory`, or v1 `memory` and `cpuacct`)")]
+    #[error(
+        "no usable cgroup hierarchy with a memory controller (need cgroup v2 with `memory`, or v1 `memory` and `cpuacct`)"
+    )]
     NoMemoryController,
     #[error("cgroup file {path}")]
-    File { path: PathBuf, #[source] source: io::Error },
+    File {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("unexpected content in cgroup file {path}")]
     Format { path: PathBuf },
     #[error("processes of cgroup {path} survived {KILL_ROUNDS} rounds of SIGKILL")]

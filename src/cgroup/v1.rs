@@ -21,13 +21,12 @@ impl Instance {
         let (Some(memory_mount), Some(cpuacct_mount)) = (mounts.v1_with("memory"), mounts.v1_with("cpuacct")) else {
             return Ok(None);
         };
-        let parent = |mount: &Path, controller| {
-            join_cgroup_path(mount, memberships.v1_path(controller).unwrap_or("/"))
-        };
+        let parent = |mount: &Path, controller| join_cgroup_path(mount, memberships.v1_path(controller).unwrap_or("/"));
         let (memory_parent, cpuacct_parent) = (parent(memory_mount, "memory"), parent(cpuacct_mount, "cpuacct"));
         remove_stale_instances(&memory_parent);
         remove_stale_instances(&cpuacct_parent);
-        let instance = Self { memory: memory_parent.join(instance_name()), cpuacct: cpuacct_parent.join(instance_name()) };
+        let instance =
+            Self { memory: memory_parent.join(instance_name()), cpuacct: cpuacct_parent.join(instance_name()) };
         create_dir(&instance.memory)?;
         create_dir(&instance.cpuacct)?;
         Ok(Some(instance))

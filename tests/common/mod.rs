@@ -148,10 +148,8 @@ pub fn stderr(reply: &Reply) -> String {
 
 /// A table with an Int64 column `x` = 0..rows and a Utf8 column `s`.
 pub fn sample_batch(rows: i64) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("x", DataType::Int64, false),
-        Field::new("s", DataType::Utf8, false),
-    ]));
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false), Field::new("s", DataType::Utf8, false)]));
     let x = Int64Array::from_iter_values(0..rows);
     let s = StringArray::from_iter_values((0..rows).map(|i| format!("row{}", i % 100)));
     RecordBatch::try_new(schema, vec![Arc::new(x), Arc::new(s)]).expect("batch")
