@@ -105,8 +105,6 @@ impl Shared {
 #[derive(Clone)]
 pub struct Pool {
     queue: mpsc::Sender<QueuedJob>,
-    running: Arc<Semaphore>,
-    workers: u32,
 }
 
 impl Pool {
@@ -132,13 +130,8 @@ impl Pool {
         }
         tokio::spawn(spawn_workers(Arc::clone(&shared), spawns));
         let running = Arc::new(Semaphore::new(settings.workers));
-        tokio::spawn(dispatch(queued, retries, offers, Arc::clone(&running), shutdown));
-        Self { queue, running, workers: settings.workers as u32 }
-    }
-
-    /// Resolves when no job is running (used after shutdown stops dispatch).
-    pub async fn drained(&self) {
-        let _ = self.running.acquire_many(self.workers).await;
+        tokio::spawn(dispatch(queued, retries, offers, running, shutdown));
+        Self { queue }
     }
 
     /// Queues `job`, or rejects it at once when the queue is full.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::cgroup::{CgroupError, Cgroups};
@@ -31,6 +32,8 @@ use crate::worker::Finished;
 use crate::zygote::{Zygote, ZygoteError, ZygoteSettings, error_chain};
 
 const SOCKET_MODE: u32 = 0o660;
+/// How long killed jobs' outcomes get to reach their callers at shutdown.
+const FLUSH_AFTER_KILL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -110,12 +113,20 @@ pub async fn serve(
     ready();
 
     let context = Arc::new(Context { config, pool, scripts });
-    accept_loop(&listener, &context, &shutdown).await;
+    let connections = TaskTracker::new();
+    accept_loop(&listener, &context, &shutdown, &connections).await;
 
+    // Shutdown: no new connections or jobs; queued jobs are rejected by the
+    // pool; running jobs get the grace period, then are killed (and answered
+    // `killed`); connections close once their last outcome is written.
+    drop(listener);
     let _ = std::fs::remove_file(socket_path);
+    connections.close();
     let grace = Duration::from_millis(context.config.server.shutdown_grace_ms);
-    if tokio::time::timeout(grace, context.pool.drained()).await.is_err() {
+    if tokio::time::timeout(grace, connections.wait()).await.is_err() {
         tracing::warn!(?grace, "running jobs did not finish within the shutdown grace period; killing them");
+        cgroups.remove();
+        let _ = tokio::time::timeout(FLUSH_AFTER_KILL, connections.wait()).await;
     }
     cgroups.remove();
     reaper.abort();
@@ -141,13 +152,18 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     Ok(listener)
 }
 
-async fn accept_loop(listener: &UnixListener, context: &Arc<Context>, shutdown: &CancellationToken) {
-    let connections = Arc::new(Semaphore::new(context.config.server.max_connections));
+async fn accept_loop(
+    listener: &UnixListener,
+    context: &Arc<Context>,
+    shutdown: &CancellationToken,
+    connections: &TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(context.config.server.max_connections));
     let mut next_connection = 0u64;
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => return,
-            permit = Arc::clone(&connections).acquire_owned() => permit.expect("never closed"),
+            permit = Arc::clone(&slots).acquire_owned() => permit.expect("never closed"),
         };
         let stream = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -161,11 +177,11 @@ async fn accept_loop(listener: &UnixListener, context: &Arc<Context>, shutdown: 
             },
         };
         next_connection += 1;
-        let context = Arc::clone(context);
+        let (context, shutdown) = (Arc::clone(context), shutdown.clone());
         let span = tracing::info_span!("connection", id = next_connection);
-        tokio::spawn(
+        connections.spawn(
             async move {
-                connection(stream, &context).await;
+                connection(stream, &context, &shutdown).await;
                 drop(permit);
             }
             .instrument(span),
@@ -173,7 +189,7 @@ async fn accept_loop(listener: &UnixListener, context: &Arc<Context>, shutdown: 
     }
 }
 
-async fn connection(stream: UnixStream, context: &Context) {
+async fn connection(stream: UnixStream, context: &Context, shutdown: &CancellationToken) {
     let limits = &context.config.server;
     let (mut reader, writer) = channel::split(stream, limits.max_request_frame_bytes);
     let (replies, finished) = mpsc::unbounded_channel();
@@ -189,13 +205,17 @@ async fn connection(stream: UnixStream, context: &Context) {
     let cancel = CancellationToken::new();
     let in_flight = Arc::new(Semaphore::new(limits.max_jobs_per_connection));
 
-    loop {
-        let request = match reader.recv::<Request>().await {
+    let caller_gone = loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => break false,
+            received = reader.recv::<Request>() => received,
+        };
+        let request = match received {
             Ok(Some(request)) => request,
-            Ok(None) => break,
+            Ok(None) => break true,
             Err(error) => {
                 report(error_chain(&error));
-                break;
+                break true;
             }
         };
         let id = request.id;
@@ -209,7 +229,7 @@ async fn connection(stream: UnixStream, context: &Context) {
                 Ok(fd) => Some(fd),
                 Err(error) => {
                     report(error.to_string());
-                    break;
+                    break true;
                 }
             }
         } else {
@@ -237,33 +257,45 @@ async fn connection(stream: UnixStream, context: &Context) {
                 let _ = replies.send((id, Finished { outcome: outcome::rejected(rejection), table: None }));
             }
         }
+    };
+    if caller_gone {
+        // Disconnected, or broke the protocol: its queued jobs are dropped
+        // and its running jobs killed. (At shutdown they are answered.)
+        cancel.cancel();
     }
-    // The caller is gone (or broke the protocol): its queued jobs are
-    // dropped and its running jobs killed.
-    cancel.cancel();
-    drop(replies);
+    // The writer ends once every outcome is written: drop our senders.
+    drop((replies, protocol_error));
     let _ = writer_task.await;
 }
 
-/// Sends outcomes as they complete; a protocol error is sent last and ends
-/// the connection.
+/// Sends outcomes as they complete, until every job of the connection is
+/// answered. A protocol error is sent at once and ends the connection.
 async fn write_responses(
     mut writer: FrameWriter,
     mut finished: mpsc::UnboundedReceiver<(u64, Finished)>,
     mut protocol_error: oneshot::Receiver<String>,
 ) {
+    let mut protocol_error_possible = true;
     loop {
         let (response, table) = tokio::select! {
             biased;
-            Some((id, Finished { outcome, table })) = finished.recv() => {
-                (Response { id, body: Some(response::Body::Outcome(outcome)) }, table)
-            }
-            Ok(message) = &mut protocol_error => {
-                let response = Response { id: 0, body: Some(response::Body::ProtocolError(ProtocolError { message })) };
-                let _ = writer.send(&response, &[]).await;
-                return;
-            }
-            else => return,
+            message = &mut protocol_error, if protocol_error_possible => match message {
+                Ok(message) => {
+                    let body = response::Body::ProtocolError(ProtocolError { message });
+                    let _ = writer.send(&Response { id: 0, body: Some(body) }, &[]).await;
+                    return;
+                }
+                Err(_) => {
+                    protocol_error_possible = false;
+                    continue;
+                }
+            },
+            next = finished.recv() => match next {
+                Some((id, Finished { outcome, table })) => {
+                    (Response { id, body: Some(response::Body::Outcome(outcome)) }, table)
+                }
+                None => return,
+            },
         };
         let fds: Vec<_> = table.iter().map(AsFd::as_fd).collect();
         if let Err(error) = writer.send(&response, &fds).await {

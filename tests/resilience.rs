@@ -185,3 +185,56 @@ async fn a_full_queue_rejects_at_once_and_loses_nothing() {
     assert!(full >= 1 && done >= 2, "done {done}, rejected {full}");
     supervisor.assert_healthy().await;
 }
+
+#[tokio::test]
+async fn shutdown_answers_every_job_then_exits() {
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 1\n[server]\nshutdown_grace_ms = 20000\n");
+    let mut client = supervisor.client().await;
+    let marker = supervisor.dir.path().join("started");
+    let code = format!(
+        "import time\ndef main():\n    open({:?}, 'w').write('x')\n    time.sleep(0.5)\n    return 'finished'\n",
+        marker.display().to_string()
+    );
+    let first = client.submit(exec(&code), None).await.expect("submit");
+    wait_until("the first job runs", Duration::from_secs(10), || marker.exists());
+    for _ in 0..3 {
+        client.submit(exec("def main():\n    return 'never'\n"), None).await.expect("submit");
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor.pid() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("SIGTERM");
+    let mut shut_out = 0;
+    for _ in 0..4 {
+        let reply = client.next_reply().await.expect("every job is answered");
+        if reply.id == first {
+            assert_eq!(ok_json(&reply), "\"finished\"", "a running job finishes within the grace period");
+        } else {
+            assert!(
+                matches!(kind(&reply), Kind::Rejected(r) if r.code() == rejected::Code::ShuttingDown),
+                "{:?}",
+                reply.outcome
+            );
+            shut_out += 1;
+        }
+    }
+    assert_eq!(shut_out, 3);
+    wait_until("the supervisor exits", Duration::from_secs(10), || !supervisor.is_alive());
+    assert!(!supervisor.socket.exists(), "the socket file is removed");
+}
+
+#[tokio::test]
+async fn shutdown_kills_jobs_that_outlive_the_grace_period() {
+    let mut supervisor = Supervisor::start("[server]\nshutdown_grace_ms = 300\n");
+    let mut client = supervisor.client().await;
+    let marker = supervisor.dir.path().join("started");
+    let code = format!(
+        "import time\ndef main():\n    open({:?}, 'w').write('x')\n    time.sleep(60)\n",
+        marker.display().to_string()
+    );
+    client.submit(exec(&code), None).await.expect("submit");
+    wait_until("the job runs", Duration::from_secs(10), || marker.exists());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor.pid() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("SIGTERM");
+    let reply = client.next_reply().await.expect("the killed job is answered");
+    assert!(matches!(kind(&reply), Kind::Killed(k) if k.signal_name == "SIGKILL"), "{:?}", reply.outcome);
+    wait_until("the supervisor exits", Duration::from_secs(10), || !supervisor.is_alive());
+}

@@ -143,9 +143,14 @@ impl JobCgroup {
         }
     }
 
+    /// The processes in the cgroup; none once it has been removed.
     pub fn processes(&self) -> Result<Vec<Pid>, CgroupError> {
         let path = self.dirs()[0].join("cgroup.procs");
-        parse_pids(&read(&path)?).ok_or(CgroupError::Format { path })
+        match std::fs::read_to_string(&path) {
+            Ok(text) => parse_pids(&text).ok_or(CgroupError::Format { path }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(CgroupError::File { path, source }),
+        }
     }
 
     /// SIGKILLs every process in the cgroup until none is left (children
@@ -168,10 +173,15 @@ impl JobCgroup {
         Err(CgroupError::Unkillable { path: self.dirs()[0].to_owned() })
     }
 
-    /// Removes the (empty) cgroup.
+    /// Removes the (empty) cgroup; one already removed (at shutdown) is fine.
     pub fn remove(self) -> Result<(), CgroupError> {
         for dir in self.dirs() {
-            std::fs::remove_dir(dir).map_err(|source| CgroupError::File { path: dir.to_owned(), source })?;
+            match std::fs::remove_dir(dir) {
+                Err(source) if source.kind() != io::ErrorKind::NotFound => {
+                    return Err(CgroupError::File { path: dir.to_owned(), source });
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
