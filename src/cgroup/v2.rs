@@ -98,12 +98,51 @@ mod tests {
         assert!(!has_controller("memory_extra", "memory"));
     }
 
+    /// A directory of plain files standing in for a cgroup2 mount.
+    fn fake_mount(controllers: &str) -> (tempfile::TempDir, Mounts, Memberships) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let own = root.path().join("system.slice/pyclave.service");
+        std::fs::create_dir_all(&own).expect("mkdir");
+        std::fs::write(own.join("cgroup.controllers"), controllers).expect("write");
+        let mounts = Mounts { v2: Some(root.path().to_owned()), v1: Vec::new() };
+        let memberships = Memberships { v2: Some("/system.slice/pyclave.service".into()), v1: Vec::new() };
+        (root, mounts, memberships)
+    }
+
     #[test]
-    fn job_files_are_the_v2_names() {
-        let job = Job { dir: PathBuf::from("/nonexistent/cg") };
-        let error = job.set_memory_limit(1).expect_err("no such directory");
-        assert!(error.to_string().contains("/nonexistent/cg/memory.max"), "{error}");
-        let error = job.oom_kills().expect_err("no such directory");
-        assert!(error.to_string().contains("memory.events"), "{error}");
+    fn without_the_memory_controller_v2_is_not_used() {
+        let (_root, mounts, memberships) = fake_mount("cpu io pids\n");
+        assert!(Instance::create(&mounts, &memberships).expect("no error").is_none());
+        let no_v2 = Mounts::default();
+        assert!(Instance::create(&no_v2, &memberships).expect("no error").is_none());
+    }
+
+    #[test]
+    fn instance_moves_the_supervisor_to_a_leaf_and_delegates_controllers() {
+        let (root, mounts, memberships) = fake_mount("cpu io memory pids\n");
+        let instance = Instance::create(&mounts, &memberships).expect("create").expect("v2 with memory");
+        let own = root.path().join("system.slice/pyclave.service");
+        let pid = std::fs::read_to_string(own.join("supervisor/cgroup.procs")).expect("leaf procs");
+        assert_eq!(pid, std::process::id().to_string());
+        assert_eq!(std::fs::read_to_string(own.join("cgroup.subtree_control")).expect("control"), CONTROLLERS);
+        assert_eq!(instance.dir, own.join(instance_name()));
+        assert_eq!(std::fs::read_to_string(instance.dir.join("cgroup.subtree_control")).expect("control"), CONTROLLERS);
+    }
+
+    #[test]
+    fn job_files_are_read_and_written_with_v2_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = Job { dir: dir.path().to_owned() };
+        job.set_memory_limit(64 << 20).expect("limit");
+        assert_eq!(std::fs::read_to_string(dir.path().join("memory.max")).expect("max"), "67108864");
+        assert_eq!(std::fs::read_to_string(dir.path().join("memory.swap.max")).expect("swap"), "0");
+        std::fs::write(dir.path().join("memory.events"), "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n").expect("w");
+        std::fs::write(dir.path().join("cpu.stat"), "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n").expect("w");
+        std::fs::write(dir.path().join("memory.peak"), "1048576\n").expect("w");
+        assert_eq!(job.oom_kills().expect("oom"), 1);
+        assert_eq!(job.cpu_usage().expect("cpu"), Duration::from_micros(2500));
+        assert_eq!(job.peak_memory_bytes().expect("peak"), 1 << 20);
+        job.kill().expect("kill");
+        assert_eq!(std::fs::read_to_string(dir.path().join("cgroup.kill")).expect("kill"), "1");
     }
 }
