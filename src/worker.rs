@@ -30,6 +30,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the exit status and the pipes once the job's
 /// processes have been killed.
 const REAP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to read what a dead worker left in its channel (its processes
+/// are all gone by then, so the end of the stream is near).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Room for the JobResult envelope around the JSON value and traceback.
 const RESULT_FRAME_SLACK_BYTES: u64 = 1024 * 1024;
 
@@ -147,6 +150,19 @@ impl Worker {
         (&mut self.exit).await.ok()
     }
 
+    /// Reads the events a dead worker left in the channel, up to its end.
+    async fn drain_events(&mut self, started: &mut bool) -> Ending {
+        loop {
+            match tokio::time::timeout(DRAIN_TIMEOUT, self.reader.recv::<WorkerEvent>()).await {
+                Ok(event) => match read_event(event, started) {
+                    Some(ending) => return ending,
+                    None => continue,
+                },
+                Err(_) => return Ending::Died,
+            }
+        }
+    }
+
     /// Retires an idle worker that will get no job.
     pub async fn retire(self) {
         let _ = self.cgroup.kill_all().await;
@@ -208,17 +224,10 @@ impl Worker {
             tokio::pin!(wall_deadline, cpu_deadline);
             loop {
                 break tokio::select! {
-                    event = self.reader.recv::<WorkerEvent>() => Some(match event {
-                        Ok(Some(WorkerEvent { event: Some(worker_event::Event::Started(_)) })) if !started => {
-                            started = true;
-                            continue;
-                        }
-                        Ok(Some(WorkerEvent { event: Some(worker_event::Event::Result(result)) })) => Ending::Reported(result),
-                        Ok(Some(other)) => Ending::Malformed(format!("unexpected message {other:?}")),
-                        // A dead peer shows as EOF, a reset or a cut-off frame.
-                        Ok(None) | Err(ChannelError::Io(_) | ChannelError::TruncatedFrame) => Ending::Died,
-                        Err(error) => Ending::Malformed(crate::zygote::error_chain(&error)),
-                    }),
+                    event = self.reader.recv::<WorkerEvent>() => match read_event(event, &mut started) {
+                        Some(ending) => Some(ending),
+                        None => continue,
+                    },
                     status = &mut self.exit => {
                         exit = status.ok();
                         Some(Ending::Died)
@@ -229,21 +238,26 @@ impl Worker {
                 };
             }
         };
-        let Some(ending) = ending else {
+        let Some(mut ending) = ending else {
             self.retire().await;
             return RunEnd::Cancelled;
         };
-        if !started && matches!(ending, Ending::Died) {
-            self.retire().await;
-            return RunEnd::NotStarted(spec);
-        }
-        drop(spec.input);
 
         // Nothing of the job may run past this point: not a lingering child
         // writing to the output, not a process holding the pipes open.
         if let Err(error) = self.cgroup.kill_all().await {
             tracing::error!(%error, "cannot kill a job's processes");
         }
+        if matches!(ending, Ending::Died) {
+            // The worker's exit can be seen before the events it sent just
+            // before exiting: read whatever is still buffered.
+            ending = self.drain_events(&mut started).await;
+        }
+        if !started && matches!(ending, Ending::Died) {
+            self.retire().await;
+            return RunEnd::NotStarted(spec);
+        }
+        drop(spec.input);
         if exit.is_none() {
             exit = tokio::time::timeout(REAP_TIMEOUT, &mut self.exit).await.ok().and_then(Result::ok);
         }
@@ -277,6 +291,22 @@ impl Worker {
             table,
         })
     }
+}
+
+/// What one read from a worker's channel means: `None` for the `started`
+/// confirmation (recorded in `started`), else how the job ended.
+fn read_event(event: Result<Option<WorkerEvent>, ChannelError>, started: &mut bool) -> Option<Ending> {
+    Some(match event {
+        Ok(Some(WorkerEvent { event: Some(worker_event::Event::Started(_)) })) if !*started => {
+            *started = true;
+            return None;
+        }
+        Ok(Some(WorkerEvent { event: Some(worker_event::Event::Result(result)) })) => Ending::Reported(result),
+        Ok(Some(other)) => Ending::Malformed(format!("unexpected message {other:?}")),
+        // A dead peer shows as EOF, a reset or a cut-off frame.
+        Ok(None) | Err(ChannelError::Io(_) | ChannelError::TruncatedFrame) => Ending::Died,
+        Err(error) => Ending::Malformed(crate::zygote::error_chain(&error)),
+    })
 }
 
 /// Resolves once the cgroup has used `limit` of CPU time beyond `baseline`.

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from fake_supervisor import (
     Answer,
     FakeSupervisor,
@@ -24,25 +25,32 @@ from fake_supervisor import (
     send_answer,
     simulate,
 )
-
 from pyclave import (
     AsyncClient,
     Client,
     ConnectionLost,
     Limits,
     Ok,
+    Outcome,
     ProtocolError,
     Rejected,
+    _wire,
 )
-from pyclave import _wire
 from pyclave._proto import api_pb2
 
-DOUBLE = "def transform(table, params):\n    table['x'] = table['x'] * params['k']\n    return table\n"
+DOUBLE = """
+def transform(table, params):
+    table['x'] = table['x'] * params['k']
+    return table
+"""
 
 
 def numbers(rows: int = 1000, offset: int = 0) -> pd.DataFrame:
     return pd.DataFrame(
-        {"x": np.arange(offset, offset + rows, dtype=np.int64), "label": [f"r{i}" for i in range(rows)]}
+        {
+            "x": np.arange(offset, offset + rows, dtype=np.int64),
+            "label": [f"r{i}" for i in range(rows)],
+        }
     )
 
 
@@ -249,6 +257,7 @@ def test_sync_close_wakes_a_waiting_thread(pair: tuple[socket.socket, socket.soc
     assert not thread.is_alive()
     assert len(errors) == 1
     assert isinstance(errors[0], ConnectionLost)
+    assert "client was closed" in str(errors[0])
 
 
 def serve_unix(path: Path, connections: int) -> threading.Thread:
@@ -311,7 +320,7 @@ def test_async_out_of_order_responses(pair: tuple[socket.socket, socket.socket])
     server.start()
     first, second = numbers(1000), numbers(10, offset=5)
 
-    async def main() -> tuple[object, object, object]:
+    async def main() -> tuple[Outcome, Outcome, Outcome]:
         async with AsyncClient.from_socket(client_end) as client:
             one, two = await asyncio.gather(
                 client.transform(DOUBLE, first, {"k": 2}),
@@ -352,7 +361,7 @@ def test_async_many_concurrent_requests_in_shuffled_order(
     server.start()
     frames = [numbers(200, offset=i * 1000) for i in range(20)]
 
-    async def main() -> list[object]:
+    async def main() -> list[Outcome]:
         async with AsyncClient.from_socket(client_end) as client:
             outcomes = await asyncio.gather(
                 *(client.transform(DOUBLE, frame, {"k": i}) for i, frame in enumerate(frames))
@@ -373,6 +382,7 @@ def test_async_protocol_error_fails_every_waiting_call(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     client_end, server_end = pair
+
     def reader() -> None:
         frames = _wire.FrameReader(server_end, 1 << 20)
         for _ in range(3):
@@ -456,7 +466,7 @@ def test_async_large_frames_do_not_interleave(pair: tuple[socket.socket, socket.
     server.start()
     codes = [f"# {i}\n" + "#" * (1 << 20) + f"\n{DOUBLE}" for i in range(6)]
 
-    async def main() -> list[object]:
+    async def main() -> list[Outcome]:
         async with AsyncClient.from_socket(client_end) as client:
             return await asyncio.gather(
                 *(client.transform(code, numbers(100), {"k": 2}) for code in codes)
@@ -525,7 +535,7 @@ def test_async_answers_in_one_burst(pair: tuple[socket.socket, socket.socket]) -
     thread = threading.Thread(target=burst)
     thread.start()
 
-    async def main() -> list[object]:
+    async def main() -> list[Outcome]:
         async with AsyncClient.from_socket(client_end) as client:
             return await asyncio.gather(
                 *(client.transform(DOUBLE, numbers(5, offset=i), {"k": 3}) for i in range(4))

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pyclave import Limits, ProtocolError
+from pyclave import Limits, Ok, ProtocolError
 from pyclave._jobs import PreparedJob, decode_reply, encode_request, prepare_job
 from pyclave._proto import api_pb2
 from pyclave._tables import read_table_fd
@@ -179,7 +179,7 @@ def test_close_closes_the_input_fd(prepared_with: PreparedJob) -> None:
     prepared_with.close()
     assert prepared_with.input_fd is None
     assert prepared_with.fds == []
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(fd)
     prepared_with.close()  # idempotent
 
@@ -231,7 +231,8 @@ def test_encode_request() -> None:
 
 
 def response(**fields: Any) -> bytes:
-    return api_pb2.Response(**fields).SerializeToString()
+    payload: bytes = api_pb2.Response(**fields).SerializeToString()
+    return payload
 
 
 def no_fd() -> int:
@@ -243,7 +244,7 @@ def test_decode_reply_without_table() -> None:
     reply = decode_reply(payload, no_fd)
     assert (reply.id, reply.table_fd, reply.protocol_error) == (5, None, None)
     outcome = reply.to_outcome()
-    assert outcome.ok
+    assert isinstance(outcome, Ok)
     assert outcome.value == [1]
 
 
@@ -257,7 +258,7 @@ def test_decode_reply_takes_the_table_fd() -> None:
     outcome = reply.to_outcome()
     assert reply.table_fd is None
     assert outcome.ok
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(fd)
 
 
@@ -266,7 +267,7 @@ def test_discard_closes_the_table_fd() -> None:
     payload = response(id=6, outcome=api_pb2.Outcome(ok=api_pb2.Ok(has_table=True)))
     reply = decode_reply(payload, lambda: fd)
     reply.discard()
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(fd)
 
 

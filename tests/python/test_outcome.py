@@ -8,9 +8,9 @@ import os
 import pandas as pd
 import pyarrow as pa
 import pytest
-from fake_supervisor import table_memfd
 
 import pyclave
+from fake_supervisor import table_memfd
 from pyclave import (
     Killed,
     Ok,
@@ -221,6 +221,7 @@ def test_an_outcome_of_unknown_kind_is_a_protocol_error() -> None:
 
 def test_outcomes_are_frozen() -> None:
     outcome = outcome_from_proto(api_pb2.Outcome(user_error=api_pb2.UserError(type="E")))
+    assert isinstance(outcome, UserError)
     with pytest.raises(dataclasses.FrozenInstanceError):
         outcome.message = "changed"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -237,7 +238,15 @@ def test_outcomes_support_match() -> None:
 
 
 def test_every_kind_is_distinct() -> None:
-    classes = [Ok, UserError, Timeout, OutOfMemory, Killed, OutputRejected, Rejected]
+    classes: list[type[pyclave.Outcome]] = [
+        Ok,
+        UserError,
+        Timeout,
+        OutOfMemory,
+        Killed,
+        OutputRejected,
+        Rejected,
+    ]
     assert [cls.kind for cls in classes] == [
         "ok",
         "user_error",

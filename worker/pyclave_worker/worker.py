@@ -22,6 +22,8 @@ def run(channel_fd: int, stdout_fd: int, stderr_fd: int, inherited: list[int]) -
     os.close(stderr_fd)
     # Confinement is applied here, before the worker reports ready: nothing
     # of the job has arrived yet, and nothing after this point is trusted.
+    # The job's own subprocesses must not hold the channel open.
+    os.set_inheritable(channel_fd, False)
     channel = socket.socket(fileno=channel_fd)
     _send(channel, worker_pb2.WorkerEvent(ready=worker_pb2.WorkerReady()))
 
