@@ -89,7 +89,7 @@ pub fn prepare(
     let input = match (request.has_input_table, input) {
         (true, Some(fd)) => Some(reopen_read_only(&fd)?),
         (false, None) => None,
-        _ => unreachable!("the connection takes an fd exactly when has_input_table is set"),
+        _ => return Err(Rejection::new(rejected::Code::BadRequest, "has_input_table does not match the fds sent")),
     };
     Ok(JobSpec { kind, code, filename, params_json: request.params_json, limits, input })
 }

@@ -205,9 +205,17 @@ async fn connection(stream: UnixStream, context: &Context, shutdown: &Cancellati
     let cancel = CancellationToken::new();
     let in_flight = Arc::new(Semaphore::new(limits.max_jobs_per_connection));
 
+    let max_in_flight = limits.max_jobs_per_connection as u32;
+    // At shutdown the connection keeps reading, so that every request the
+    // caller sent is answered (`shutting_down`), until its last job is.
+    let mut shutting_down = false;
     let caller_gone = loop {
         let received = tokio::select! {
-            () = shutdown.cancelled() => break false,
+            () = shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                continue;
+            }
+            _ = in_flight.acquire_many(max_in_flight), if shutting_down => break false,
             received = reader.recv::<Request>() => received,
         };
         let request = match received {
@@ -235,6 +243,11 @@ async fn connection(stream: UnixStream, context: &Context, shutdown: &Cancellati
         } else {
             None
         };
+        if shutting_down {
+            let rejection = Rejection::new(rejected::Code::ShuttingDown, "the server is shutting down");
+            let _ = replies.send((id, Finished { outcome: outcome::rejected(rejection), table: None }));
+            continue;
+        }
         let Ok(slot) = Arc::clone(&in_flight).try_acquire_owned() else {
             let rejection = Rejection::new(
                 rejected::Code::TooManyJobs,
