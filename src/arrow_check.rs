@@ -5,15 +5,16 @@
 //! block and message header (before arrow-ipc slices anything), the total row count, and
 //! last decodes every dictionary and record batch with full validation.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_buffer::Buffer;
-use arrow_ipc::reader::{FileDecoder, read_footer_length};
-use arrow_ipc::{Block, Footer, Message, MessageHeader, MetadataVersion};
-use arrow_schema::{ArrowError, DataType, Schema};
+use arrow_data::UnsafeFlag;
+use arrow_ipc::reader::{RecordBatchDecoder, read_dictionary_impl, read_footer_length};
+use arrow_ipc::{Footer, Message, MessageHeader, MetadataVersion};
+use arrow_schema::{ArrowError, DataType, Field, Schema};
 use bytes::Bytes;
 
 /// Leading and trailing file magic.
@@ -74,12 +75,9 @@ pub enum TableRejection {
     NotArrowFile,
     #[error("malformed {part}: {detail}")]
     Malformed { part: TablePart, detail: String },
-    #[error("{part} failed arrow validation")]
-    Invalid {
-        part: TablePart,
-        #[source]
-        source: ArrowError,
-    },
+    /// Not a `#[source]`: callers show only the display text, which must say what is wrong.
+    #[error("invalid {part}: {error}")]
+    Invalid { part: TablePart, error: ArrowError },
     #[error("{part} is compressed; compressed ipc bodies are not supported")]
     Compressed { part: TablePart },
     #[error("{part} updates dictionary {id}; dictionary deltas and replacements are not supported")]
@@ -106,24 +104,25 @@ fn malformed(part: TablePart, detail: impl Into<String>) -> TableRejection {
 
 /// Validates `file`, the whole bytes of an Arrow IPC file.
 ///
-/// Takes [`Bytes`] so that arrow buffers can share it without a copy: for a read-only
-/// mmap pass `Bytes::from_owner(mmap)`, which keeps the mapping alive as long as any
-/// buffer points into it. The mapped file must not change while this runs (validate only
-/// after every writer is gone). Buffers are never copied unless misaligned for their type
-/// (e.g. a 16-byte decimal at an 8-byte offset); arrow-ipc then copies that buffer alone.
+/// Takes [`Bytes`] so that arrow buffers can share it without a copy: for a read-only mmap
+/// pass `Bytes::from_owner(mmap)`, which keeps the mapping alive as long as any buffer points
+/// into it; the mapped file must not change while this runs. No buffer is copied unless it is
+/// misaligned for its type (e.g. a 16-byte decimal at an 8-byte offset); arrow then copies that
+/// buffer alone.
 ///
-/// Structural validation is arrow-ipc's own: in version 60 `FileDecoder` validates unless
-/// `with_skip_validation(true)` (an `unsafe` opt-out) is called, which this never does. Every
-/// array is built through `ArrayDataBuilder::build`, which runs `ArrayData::validate_data`
-/// (buffer sizes, offsets, UTF-8, dictionary key bounds, null counts); children are built
-/// first, each validated the same way, and structs go through `StructArray::try_new`, so the
-/// result equals `validate_full` and this module does not repeat it (tests pin it).
+/// Structural validation is arrow-ipc's own. Its decoders get `UnsafeFlag::new()`, so
+/// validation stays on (only `unsafe` code can turn it off) and every array goes through
+/// `ArrayDataBuilder::build`, which runs `ArrayData::validate_data`: buffer sizes, offsets,
+/// UTF-8, dictionary key bounds, null counts. Children are built first and validated the same
+/// way, structs go through `StructArray::try_new`, so the result equals `validate_full`, and
+/// this module does not repeat it (the tests pin it).
 ///
 /// What this adds: the limits and column rules; rejection of compressed bodies, dictionary
-/// deltas and unsupported types; and checks that arrow-ipc would otherwise answer with a
-/// panic or with work out of proportion to the file: every block lies inside the file and no
-/// two overlap, every buffer lies inside its message body and no two overlap, and lengths
-/// are not negative. With those, decoding and validation take time linear in the file size.
+/// deltas and unsupported types; and checks for input that arrow-ipc 60 would answer with a
+/// panic or with work out of proportion to the file: blocks inside the file and disjoint;
+/// buffers inside their body, disjoint and a whole number of elements long; no negative
+/// lengths, no fixed-size list whose length overflows. Decoding then takes time linear in the
+/// file size.
 pub fn validate_table(file: Bytes, limits: &TableLimits) -> Result<TableSummary, TableRejection> {
     let bytes = file.len() as u64;
     if bytes > limits.max_table_bytes {
@@ -138,27 +137,33 @@ pub fn validate_table(file: Bytes, limits: &TableLimits) -> Result<TableSummary,
     if !matches!(version, MetadataVersion::V4 | MetadataVersion::V5) {
         return Err(malformed(TablePart::Footer, format!("unsupported metadata version {version:?}")));
     }
-    let schema = read_schema(&footer, limits)?;
-    let columns = schema.fields().len() as u64;
-
+    let schema = Arc::new(read_schema(&footer, limits)?);
     let blocks = locate_blocks(&footer, data_end)?;
-    let rows = check_messages(&file, &blocks, version)?;
+    let (messages, rows) = check_messages(&file, &blocks, &schema, version)?;
     if rows > limits.max_rows {
         return Err(TableRejection::TooManyRows { rows, limit: limits.max_rows });
     }
 
-    let mut decoder = FileDecoder::new(Arc::new(schema), version);
-    for located in &blocks {
-        let data = file.slice_with_length(located.range.start, located.range.len());
-        let decoded = match located.part {
-            TablePart::Dictionary(_) => decoder.read_dictionary(&located.block, &data),
-            _ => decoder
-                .read_record_batch(&located.block, &data)
-                .and_then(|batch| batch.map(drop).ok_or_else(|| ArrowError::IpcError("no record batch".into()))),
+    let mut dictionaries = HashMap::new();
+    for message in messages {
+        let body = file.slice_with_length(message.body.start, message.body.len());
+        let decoded = match message.header {
+            // Given only the dictionary's field, arrow-ipc's search for that field is cheap;
+            // given the schema it would scan the whole schema once per dictionary batch.
+            Header::Dictionary(dictionary, field) => {
+                let field = Schema::new(vec![field.clone()]);
+                let validate = UnsafeFlag::new();
+                read_dictionary_impl(&body, dictionary, &field, &mut dictionaries, &version, false, validate)
+            }
+            Header::Batch(batch) => {
+                RecordBatchDecoder::try_new(&body, batch, Arc::clone(&schema), &dictionaries, &version)
+                    .and_then(|decoder| decoder.read_record_batch())
+                    .map(drop)
+            }
         };
-        decoded.map_err(|source| TableRejection::Invalid { part: located.part, source })?;
+        decoded.map_err(|error| TableRejection::Invalid { part: message.part, error })?;
     }
-    Ok(TableSummary { rows, columns, bytes })
+    Ok(TableSummary { rows, columns: schema.fields().len() as u64, bytes })
 }
 
 /// Parses the footer; returns it with the end of the data region (the footer's start).
@@ -188,7 +193,7 @@ fn read_schema(footer: &Footer<'_>, limits: &TableLimits) -> Result<Schema, Tabl
         return Err(malformed(TablePart::Schema, "byte order differs from this host"));
     }
     let schema = arrow_ipc::convert::try_fb_to_schema(ipc_schema)
-        .map_err(|source| TableRejection::Invalid { part: TablePart::Schema, source })?;
+        .map_err(|error| TableRejection::Invalid { part: TablePart::Schema, error })?;
 
     let mut names = HashSet::with_capacity(schema.fields().len());
     for (index, field) in schema.fields().iter().enumerate() {
@@ -206,39 +211,83 @@ fn read_schema(footer: &Footer<'_>, limits: &TableLimits) -> Result<Schema, Tabl
         if !names.insert(name.as_str()) {
             return Err(TableRejection::DuplicateColumnName { name: name.clone() });
         }
-        if let Some(unsupported) = find_unsupported(field.data_type()) {
-            return Err(TableRejection::UnsupportedType { column: name.clone(), data_type: unsupported.clone() });
-        }
+        check_type(name, field.data_type())?;
     }
     Ok(schema)
 }
 
-/// The first type within `data_type` that is rejected: unions, whose decoding in arrow-ipc 60
-/// panics on a short type-id buffer, and utf8 views, whose validation re-reads the string of
-/// every view, so views sharing one long string cost time quadratic in the file size.
-fn find_unsupported(data_type: &DataType) -> Option<&DataType> {
+/// Rejects types within column `column` that arrow-ipc 60 cannot decode safely or cheaply.
+/// Unions: a short type-id buffer panics. Utf8 views: validation re-reads the string of every
+/// view, so views sharing one long string cost quadratic time. Nested dictionary values: each
+/// batch deep-copies the value type. Negative fixed sizes: arrow-data panics.
+fn check_type(column: &str, data_type: &DataType) -> Result<(), TableRejection> {
+    let unsupported = || TableRejection::UnsupportedType { column: column.to_owned(), data_type: data_type.clone() };
     match data_type {
-        DataType::Union(..) | DataType::Utf8View => Some(data_type),
+        DataType::Union(..) | DataType::Utf8View => return Err(unsupported()),
+        DataType::Dictionary(_, values)
+            if matches!(**values, DataType::Dictionary(..)) || !children(values).is_empty() =>
+        {
+            return Err(unsupported());
+        }
+        DataType::Dictionary(_, values) => check_type(column, values)?,
+        DataType::FixedSizeBinary(size) | DataType::FixedSizeList(_, size) if *size < 0 => {
+            let detail = format!("column {column:?} has negative fixed size {size}");
+            return Err(malformed(TablePart::Schema, detail));
+        }
+        _ => {}
+    }
+    children(data_type).into_iter().try_for_each(|child| check_type(column, child.data_type()))
+}
+
+/// The child fields arrow-ipc decodes within a batch after `data_type`'s own buffers.
+fn children(data_type: &DataType) -> Vec<&Field> {
+    match data_type {
         DataType::List(child)
         | DataType::LargeList(child)
         | DataType::ListView(child)
         | DataType::LargeListView(child)
         | DataType::FixedSizeList(child, _)
-        | DataType::Map(child, _) => find_unsupported(child.data_type()),
-        DataType::Struct(fields) => fields.iter().find_map(|f| find_unsupported(f.data_type())),
-        DataType::Dictionary(_, values) => find_unsupported(values),
-        DataType::RunEndEncoded(_, values) => find_unsupported(values.data_type()),
-        _ => None,
+        | DataType::Map(child, _) => vec![child],
+        DataType::Struct(fields) => fields.iter().map(AsRef::as_ref).collect(),
+        DataType::Union(fields, _) => fields.iter().map(|(_, field)| field.as_ref()).collect(),
+        DataType::RunEndEncoded(run_ends, values) => vec![run_ends, values],
+        _ => Vec::new(),
+    }
+}
+
+/// Records the dictionary fields within `field` by id, unless an earlier field has the id:
+/// arrow-ipc gives a dictionary batch to the first field with its id, in this order.
+fn find_dictionaries<'a>(field: &'a Field, found: &mut HashMap<i64, (&'a Field, &'a DataType)>) {
+    #[expect(deprecated)] // arrow-ipc 60 still matches dictionary batches to fields by id
+    let id = field.dict_id();
+    if let (Some(id), DataType::Dictionary(_, values)) = (id, field.data_type()) {
+        found.entry(id).or_insert((field, values));
+    }
+    for child in children(field.data_type()) {
+        find_dictionaries(child, found);
     }
 }
 
 /// A footer block known to lie inside the data region of the file.
 struct Located {
     part: TablePart,
-    block: Block,
     /// The whole block: message metadata, then body.
     range: Range<usize>,
     body_start: usize,
+}
+
+/// A message that passed the checks, ready to decode.
+struct Checked<'a> {
+    part: TablePart,
+    body: Range<usize>,
+    header: Header<'a>,
+}
+
+/// What a checked message decodes.
+enum Header<'a> {
+    /// A dictionary batch and the field it belongs to.
+    Dictionary(arrow_ipc::DictionaryBatch<'a>, &'a Field),
+    Batch(arrow_ipc::RecordBatch<'a>),
 }
 
 /// Locates the dictionary blocks, then the record batch blocks (decoding order), and checks
@@ -259,7 +308,7 @@ fn locate_blocks(footer: &Footer<'_>, data_end: usize) -> Result<Vec<Located>, T
         let end = body_start.zip(body_len).and_then(|(b, l)| b.checked_add(l));
         match (start, body_start, end) {
             (Some(start), Some(body_start), Some(end)) if start >= HEADER_LEN && end <= data_end => {
-                blocks.push(Located { part, block, range: start..end, body_start });
+                blocks.push(Located { part, range: start..end, body_start });
             }
             _ => {
                 let detail = format!(
@@ -285,9 +334,20 @@ fn locate_blocks(footer: &Footer<'_>, data_end: usize) -> Result<Vec<Located>, T
     Ok(blocks)
 }
 
-/// Checks each block's message header against its body and returns the total row count.
-fn check_messages(file: &[u8], blocks: &[Located], version: MetadataVersion) -> Result<u64, TableRejection> {
-    let mut dictionary_ids = HashSet::new();
+/// Checks each block's message against its body; returns the messages and the total rows.
+fn check_messages<'a>(
+    file: &'a [u8],
+    blocks: &[Located],
+    schema: &'a Schema,
+    version: MetadataVersion,
+) -> Result<(Vec<Checked<'a>>, u64), TableRejection> {
+    let columns: Vec<&DataType> = schema.fields().iter().map(|field| field.data_type()).collect();
+    let mut dictionary_fields = HashMap::new();
+    for field in schema.fields() {
+        find_dictionaries(field, &mut dictionary_fields);
+    }
+    let mut seen_ids = HashSet::new();
+    let mut messages = Vec::with_capacity(blocks.len());
     let mut rows = 0u64;
     for located in blocks {
         let part = located.part;
@@ -296,28 +356,31 @@ fn check_messages(file: &[u8], blocks: &[Located], version: MetadataVersion) -> 
             return Err(malformed(part, "message version differs from the footer's"));
         }
         let body_len = located.range.end - located.body_start;
-        match (part, message.header_type()) {
+        let header = match (part, message.header_type()) {
             (TablePart::Dictionary(_), MessageHeader::DictionaryBatch) => {
-                let Some(dictionary) = message.header_as_dictionary_batch() else {
-                    return Err(malformed(part, "no dictionary batch header"));
-                };
+                let dictionary =
+                    message.header_as_dictionary_batch().ok_or_else(|| malformed(part, "no dictionary header"))?;
                 let id = dictionary.id();
-                if dictionary.isDelta() || !dictionary_ids.insert(id) {
+                if dictionary.isDelta() || !seen_ids.insert(id) {
                     return Err(TableRejection::DictionaryUpdate { part, id });
                 }
+                let Some(&(field, values)) = dictionary_fields.get(&id) else {
+                    return Err(malformed(part, format!("dictionary {id} is not in the schema")));
+                };
                 let data = dictionary.data().ok_or_else(|| malformed(part, "no data"))?;
-                check_body(part, &data, body_len)?;
+                check_body(part, &data, body_len, &[values])?;
+                Header::Dictionary(dictionary, field)
             }
             (TablePart::Batch(_), MessageHeader::RecordBatch) => {
-                let Some(batch) = message.header_as_record_batch() else {
-                    return Err(malformed(part, "no record batch header"));
-                };
-                rows = rows.saturating_add(check_body(part, &batch, body_len)?);
+                let batch = message.header_as_record_batch().ok_or_else(|| malformed(part, "no batch header"))?;
+                rows = rows.saturating_add(check_body(part, &batch, body_len, &columns)?);
+                Header::Batch(batch)
             }
             (_, header) => return Err(malformed(part, format!("unexpected {header:?} message"))),
-        }
+        };
+        messages.push(Checked { part, body: located.body_start..located.range.end, header });
     }
-    Ok(rows)
+    Ok((messages, rows))
 }
 
 /// Parses an encapsulated message: continuation marker, metadata length, flatbuffer.
@@ -328,39 +391,63 @@ fn read_message(metadata: &[u8], part: TablePart) -> Result<Message<'_>, TableRe
     arrow_ipc::root_as_message(flatbuffer).map_err(|error| malformed(part, error.to_string()))
 }
 
-/// Checks a batch header against its body and returns its row count: not compressed, no
-/// negative lengths, buffers inside the body and not overlapping.
-fn check_body(part: TablePart, batch: &arrow_ipc::RecordBatch<'_>, body_len: usize) -> Result<u64, TableRejection> {
+/// Checks a batch of `columns` against its body and returns its row count: no compression,
+/// no negative lengths, buffers inside the body, disjoint, and a whole number of elements
+/// long (arrow-data panics on a partial trailing element).
+fn check_body(
+    part: TablePart,
+    batch: &arrow_ipc::RecordBatch<'_>,
+    body_len: usize,
+    columns: &[&DataType],
+) -> Result<u64, TableRejection> {
     if batch.compression().is_some() {
         return Err(TableRejection::Compressed { part });
     }
     let rows =
         u64::try_from(batch.length()).map_err(|_| malformed(part, format!("negative row count {}", batch.length())))?;
     let nodes = batch.nodes().ok_or_else(|| malformed(part, "no field nodes"))?;
+    let mut node_lengths = Vec::with_capacity(nodes.len());
     for node in nodes.iter() {
-        if node.length() < 0 || node.null_count() < 0 || node.null_count() > node.length() {
-            let detail = format!("field node with length {} and null count {}", node.length(), node.null_count());
-            return Err(malformed(part, detail));
+        let (length, null_count) = (node.length(), node.null_count());
+        match usize::try_from(length) {
+            Ok(length) if (0..=node.length()).contains(&null_count) => node_lengths.push(length),
+            _ => return Err(malformed(part, format!("field node with length {length} and null count {null_count}"))),
         }
     }
     let buffers = batch.buffers().ok_or_else(|| malformed(part, "no buffer list"))?;
+    let mut layout = Layout {
+        node_lengths: node_lengths.into_iter(),
+        buffers: buffers.len(),
+        variadic_counts: batch.variadicBufferCounts().into_iter().flatten().collect::<Vec<_>>().into_iter(),
+        widths: Vec::new(),
+    };
+    for column in columns {
+        layout.walk(column).map_err(|detail| malformed(part, detail))?;
+    }
+
     let mut ranges = Vec::with_capacity(buffers.len());
-    for buffer in buffers.iter() {
+    for (index, buffer) in buffers.iter().enumerate() {
         let start = usize::try_from(buffer.offset()).ok();
-        let end = start.zip(usize::try_from(buffer.length()).ok()).and_then(|(s, l)| s.checked_add(l));
-        match (start, end) {
-            (Some(start), Some(end)) if end <= body_len => ranges.push(start..end),
-            _ => {
-                let detail = format!(
-                    "buffer at offset {} with length {} is outside the {body_len}-byte body",
-                    buffer.offset(),
-                    buffer.length()
-                );
-                return Err(malformed(part, detail));
-            }
+        let len = usize::try_from(buffer.length()).ok();
+        let end = start.zip(len).and_then(|(s, l)| s.checked_add(l));
+        let (Some(start), Some(len), Some(end)) = (start, len, end) else {
+            let (offset, len) = (buffer.offset(), buffer.length());
+            return Err(malformed(part, format!("buffer {index} has offset {offset} and length {len}")));
+        };
+        if end > body_len {
+            let detail = format!("buffer {index} ends at {end}, past the {body_len}-byte body");
+            return Err(malformed(part, detail));
+        }
+        if let Some(width) = layout.widths.get(index)
+            && len % width != 0
+        {
+            let detail = format!("buffer {index} is {len} bytes, not a multiple of {width}");
+            return Err(malformed(part, detail));
+        }
+        if len > 0 {
+            ranges.push(start..end);
         }
     }
-    ranges.retain(|range| !range.is_empty());
     ranges.sort_unstable_by_key(|range| range.start);
     if ranges.windows(2).any(|pair| matches!(pair, [a, b] if b.start < a.end)) {
         return Err(malformed(part, "buffers overlap"));
@@ -368,17 +455,58 @@ fn check_body(part: TablePart, batch: &arrow_ipc::RecordBatch<'_>, body_len: usi
     Ok(rows)
 }
 
+/// The buffers of one message as arrow-ipc 60 will consume them.
+struct Layout {
+    /// Length of each field node, in message order.
+    node_lengths: std::vec::IntoIter<usize>,
+    buffers: usize,
+    variadic_counts: std::vec::IntoIter<i64>,
+    /// Element width of each buffer, in message order.
+    widths: Vec<usize>,
+}
+
+impl Layout {
+    /// Records the buffers arrow-ipc reads for `data_type`: one field node, the type's own
+    /// buffers (validity first), then its children. Fails when the nodes run out, as
+    /// arrow-ipc would, so the walk costs no more than the message is long, and where
+    /// arrow-data would overflow.
+    fn walk(&mut self, data_type: &DataType) -> Result<(), &'static str> {
+        let length = self.node_lengths.next().ok_or("too few field nodes")?;
+        match data_type {
+            DataType::Null | DataType::RunEndEncoded(..) => {}
+            DataType::Utf8 | DataType::Binary => self.widths.extend([1, 4, 1]),
+            DataType::LargeUtf8 | DataType::LargeBinary => self.widths.extend([1, 8, 1]),
+            DataType::BinaryView | DataType::Utf8View => {
+                self.widths.extend([1, 16]);
+                let count = self.variadic_counts.next().and_then(|c| usize::try_from(c).ok());
+                let room = self.buffers.saturating_sub(self.widths.len());
+                self.widths.extend(std::iter::repeat_n(1, count.unwrap_or(0).min(room)));
+            }
+            DataType::List(_) | DataType::Map(..) => self.widths.extend([1, 4]),
+            DataType::LargeList(_) => self.widths.extend([1, 8]),
+            DataType::ListView(_) => self.widths.extend([1, 4, 4]),
+            DataType::LargeListView(_) => self.widths.extend([1, 8, 8]),
+            DataType::FixedSizeList(_, size) => {
+                usize::try_from(*size).ok().and_then(|size| length.checked_mul(size)).ok_or("list length overflows")?;
+                self.widths.push(1);
+            }
+            DataType::Struct(_) => self.widths.push(1),
+            DataType::Dictionary(key, _) => self.widths.extend([1, key.primitive_width().unwrap_or(1)]),
+            // Unions never get here: `check_type` rejects them.
+            other => self.widths.extend([1, other.primitive_width().unwrap_or(1)]),
+        }
+        children(data_type).into_iter().try_for_each(|child| self.walk(child.data_type()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::builder::{ListBuilder, StringBuilder, StringViewBuilder};
-    use arrow_array::{
-        ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray, StructArray, UnionArray,
-    };
-    use arrow_buffer::ScalarBuffer;
+    use arrow_array::builder::{ListBuilder, StringBuilder};
+    use arrow_array::{ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray, StructArray};
     use arrow_ipc::CompressionType;
     use arrow_ipc::writer::{DictionaryHandling, FileWriter, IpcWriteOptions, StreamWriter};
-    use arrow_schema::{Field, UnionFields};
+    use arrow_schema::{UnionFields, UnionMode};
 
     const LIMITS: TableLimits = TableLimits { max_rows: 1_000, max_columns: 16, max_table_bytes: 1 << 20 };
 
@@ -408,7 +536,7 @@ mod tests {
     /// Overwrites the only occurrence of `from` in `file` with `to`.
     fn patch(file: &mut [u8], from: &[u8], to: &[u8]) {
         let hits: Vec<usize> =
-            (0..file.len().saturating_sub(from.len())).filter(|&at| file[at..].starts_with(from)).collect();
+            (0..=file.len().saturating_sub(from.len())).filter(|&at| file[at..].starts_with(from)).collect();
         assert_eq!(hits.len(), 1, "pattern must occur exactly once");
         file[hits[0]..hits[0] + to.len()].copy_from_slice(to);
     }
@@ -493,7 +621,7 @@ mod tests {
         let first_offset = read_footer(&file).unwrap().0.recordBatches().unwrap().get(0).offset();
         let moved_to = |offset: i64| {
             let mut moved = file.clone();
-            let block = Block::new(offset, second.metaDataLength(), second.bodyLength());
+            let block = arrow_ipc::Block::new(offset, second.metaDataLength(), second.bodyLength());
             patch(&mut moved, &second.0, &block.0);
             check(&moved).unwrap_err()
         };
@@ -503,6 +631,27 @@ mod tests {
         }
         let rejection = moved_to(first_offset);
         assert!(matches!(rejection, TableRejection::Malformed { ref detail, .. } if detail.contains("overlaps")));
+    }
+
+    #[test]
+    fn rejects_bad_buffer_layout() {
+        let file = write(&[sample()]);
+        let (footer, _) = read_footer(&file).unwrap();
+        let block = footer.recordBatches().unwrap().get(0);
+        let start = block.offset() as usize;
+        let message = read_message(&file[start..start + block.metaDataLength() as usize], TablePart::Batch(0)).unwrap();
+        let buffers = message.header_as_record_batch().unwrap().buffers().unwrap();
+        // Buffers: id validity, id values, name validity, name offsets (6 i32), name values, ...
+        let (id_values, offsets) = (buffers.get(1).offset(), buffers.get(3).offset());
+        for (changed, expected) in [([offsets, 25], "not a multiple of 4"), ([id_values, 24], "buffers overlap")] {
+            let mut bad = file.clone();
+            patch(&mut bad, &le64(&[offsets, 24]), &le64(&changed));
+            let rejection = check(&bad).unwrap_err();
+            assert!(matches!(
+                rejection,
+                TableRejection::Malformed { part: TablePart::Batch(0), ref detail } if detail.contains(expected)
+            ));
+        }
     }
 
     #[test]
@@ -538,19 +687,23 @@ mod tests {
 
     #[test]
     fn rejects_unsupported_types() {
-        let fields = UnionFields::try_new([0], [Field::new("i", DataType::Int64, false)]).unwrap();
-        let children = vec![Arc::new(Int64Array::from(vec![1])) as ArrayRef];
-        let union = UnionArray::try_new(fields, ScalarBuffer::from(vec![0]), None, children).unwrap();
-        let mut views = ListBuilder::new(StringViewBuilder::new());
-        views.append_value([Some("a")]);
-        for array in [Arc::new(union) as ArrayRef, Arc::new(views.finish())] {
-            let rejection = check(&write(&[table(vec![("c", array)])])).unwrap_err();
+        let union = UnionFields::try_new([0], [Field::new("i", DataType::Int64, false)]).unwrap();
+        let union = DataType::Union(union, UnionMode::Sparse);
+        let views = DataType::new_list(DataType::Utf8View, true);
+        let nested_values = DataType::Dictionary(Box::new(DataType::Int32), Box::new(views.clone()));
+        for (column, unsupported) in
+            [(union.clone(), union), (views, DataType::Utf8View), (nested_values.clone(), nested_values)]
+        {
+            let schema = Schema::new(vec![Field::new("c", column, true)]);
+            let rejection = check(&write_with(IpcWriteOptions::default(), &schema, &[])).unwrap_err();
             assert!(matches!(
                 rejection,
-                TableRejection::UnsupportedType { ref column, data_type: DataType::Union(..) | DataType::Utf8View }
-                    if column == "c"
+                TableRejection::UnsupportedType { ref column, ref data_type } if column == "c" && *data_type == unsupported
             ));
         }
+        let negative = Schema::new(vec![Field::new("c", DataType::FixedSizeBinary(-1), true)]);
+        let rejection = check(&write_with(IpcWriteOptions::default(), &negative, &[])).unwrap_err();
+        assert!(matches!(rejection, TableRejection::Malformed { part: TablePart::Schema, .. }));
     }
 
     #[test]
@@ -559,11 +712,14 @@ mod tests {
             let mut file = write(&[batch]);
             patch(&mut file, b"needle", b"\xffeedle");
             let rejection = check(&file).unwrap_err();
-            assert!(matches!(
-                rejection,
-                TableRejection::Invalid { part: TablePart::Batch(0), ref source }
-                    if source.to_string().contains("UTF-8")
-            ));
+            assert!(
+                matches!(
+                    rejection,
+                    TableRejection::Invalid { part: TablePart::Batch(0), ref error }
+                        if error.to_string().contains("Invalid UTF8")
+                ),
+                "{rejection:?}"
+            );
         }
     }
 
