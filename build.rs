@@ -1,5 +1,8 @@
-//! Compiles `proto/` with prost-build, using the vendored protoc so a fresh
-//! machine needs no system package.
+//! Compiles `proto/` with prost-build (using the vendored protoc, so a fresh
+//! machine needs no system package) and the native SIGSYS reporter
+//! (`worker/native/sigsys.c`) into a shared library the binary embeds.
+
+use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/pyclave/v1/api.proto", "proto/pyclave/v1/worker.proto"];
@@ -9,5 +12,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     config.compile_protos(&protos, &["proto"])?;
+
+    let source = "worker/native/sigsys.c";
+    println!("cargo:rerun-if-changed={source}");
+    let library = PathBuf::from(std::env::var("OUT_DIR")?).join("libpyclave_sigsys.so");
+    let status = cc::Build::new()
+        .get_compiler()
+        .to_command()
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&library)
+        .arg(source)
+        .status()?;
+    if !status.success() {
+        return Err(format!("compiling {source} failed").into());
+    }
     Ok(())
 }

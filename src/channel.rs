@@ -19,7 +19,7 @@ use tokio::net::UnixStream;
 use tokio_util::codec::{Decoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// Most fds a single frame of any pyclave protocol carries.
-pub const MAX_FDS_PER_FRAME: usize = 4;
+pub const MAX_FDS_PER_FRAME: usize = 8;
 /// Fds received but not yet claimed by a frame; more means a misbehaving peer.
 const MAX_QUEUED_FDS: usize = 16;
 const HEADER_BYTES: usize = 4;

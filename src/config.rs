@@ -34,6 +34,7 @@ pub struct Config {
     pub limits: JobLimits,
     pub output: OutputLimits,
     pub scripts: ScriptsConfig,
+    pub sandbox: crate::sandbox::SandboxConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -163,6 +164,10 @@ impl Config {
         at_least("limits.cpu_timeout_ms", self.limits.cpu_timeout_ms, 1, "at least 1")?;
         at_least("limits.max_code_bytes", self.limits.max_code_bytes, 1, "at least 1")?;
         at_least("pool.zygote_start_timeout_ms", self.pool.zygote_start_timeout_ms, 1, "at least 1")?;
+        at_least("sandbox.uid_base", u64::from(self.sandbox.uid_base), 1000, "at least 1000 (never a system uid)")?;
+        at_least("sandbox.max_processes", self.sandbox.max_processes, 8, "at least 8")?;
+        at_least("sandbox.max_open_files", self.sandbox.max_open_files, 64, "at least 64")?;
+        at_least("sandbox.tmp_size_bytes", self.sandbox.tmp_size_bytes, MIB, "at least 1 MiB")?;
         if self.pool.workers > 1024 {
             return Err(ConfigError::OutOfRange {
                 field: "pool.workers",

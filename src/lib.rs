@@ -9,7 +9,8 @@
 //!   script names, [`config`] gives the limits) or rejects it.
 //! - [`pool`] queues it and hands it to an idle [`worker`], which was forked
 //!   earlier by the [`zygote`] (whose Python files are [`runtime_files`]) into
-//!   its own [`cgroup`], with [`capture`] pipes for stdout and stderr.
+//!   its own [`cgroup`], with [`capture`] pipes for stdout and stderr, and
+//!   confined itself as the [`sandbox`] plan says before reporting ready.
 //! - The worker runs it and reports; the supervisor kills what is left,
 //!   learns the exit status from the [`reaper`], validates the output table
 //!   ([`output_table`], [`arrow_check`]) and builds the [`outcome`].
@@ -29,6 +30,7 @@ pub mod pool;
 pub mod proto;
 pub mod reaper;
 pub mod runtime_files;
+pub mod sandbox;
 pub mod scripts;
 pub mod server;
 pub mod worker;

@@ -30,11 +30,13 @@ pub struct Evidence {
     pub oom_kills: u64,
     pub peak_memory_bytes: u64,
     pub limits: EffectiveLimits,
+    /// The syscall seccomp refused, if the worker reported one.
+    pub blocked_syscall: Option<String>,
 }
 
 /// The outcome kind. `Ok` with `has_table` still needs the table validated.
 pub fn classify(evidence: Evidence) -> Kind {
-    let Evidence { ending, exit, oom_kills, peak_memory_bytes, limits } = evidence;
+    let Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall } = evidence;
     let out_of_memory = || {
         Kind::OutOfMemory(api::OutOfMemory { limit_bytes: limits.memory_limit_bytes, peak_bytes: peak_memory_bytes })
     };
@@ -59,13 +61,17 @@ pub fn classify(evidence: Evidence) -> Kind {
         Ending::Reported(JobResult { result: None }) => output_rejected("the worker sent an empty result".into()),
         Ending::Malformed(reason) => output_rejected(format!("the worker broke the protocol: {reason}")),
         Ending::Died => match exit {
-            Some(ExitStatus::Signal(signal)) => Kind::Killed(api::Killed { signal, signal_name: signal_name(signal) }),
+            Some(ExitStatus::Signal(signal)) => Kind::Killed(api::Killed {
+                signal,
+                signal_name: signal_name(signal),
+                syscall: if signal == libc::SIGSYS { blocked_syscall.unwrap_or_default() } else { String::new() },
+            }),
             Some(ExitStatus::Code(code)) => Kind::UserError(api::UserError {
                 r#type: "ProcessExit".into(),
                 message: format!("the job's process exited with status {code} before returning a result"),
                 traceback: String::new(),
             }),
-            None => Kind::Killed(api::Killed { signal: 0, signal_name: "unknown".into() }),
+            None => Kind::Killed(api::Killed { signal: 0, signal_name: "unknown".into(), syscall: String::new() }),
         },
     }
 }
@@ -104,7 +110,7 @@ mod tests {
     };
 
     fn evidence(ending: Ending, exit: Option<ExitStatus>, oom_kills: u64) -> Evidence {
-        Evidence { ending, exit, oom_kills, peak_memory_bytes: 99, limits: LIMITS }
+        Evidence { ending, exit, oom_kills, peak_memory_bytes: 99, limits: LIMITS, blocked_syscall: None }
     }
 
     fn reported(result: job_result::Result) -> Ending {
@@ -119,16 +125,26 @@ mod tests {
         );
         assert_eq!(
             classify(evidence(Ending::Died, Some(ExitStatus::Signal(9)), 0)),
-            Kind::Killed(api::Killed { signal: 9, signal_name: "SIGKILL".into() })
+            Kind::Killed(api::Killed { signal: 9, signal_name: "SIGKILL".into(), syscall: String::new() })
         );
         assert_eq!(
             classify(evidence(Ending::Died, Some(ExitStatus::Signal(11)), 0)),
-            Kind::Killed(api::Killed { signal: 11, signal_name: "SIGSEGV".into() })
+            Kind::Killed(api::Killed { signal: 11, signal_name: "SIGSEGV".into(), syscall: String::new() })
         );
         let Kind::UserError(error) = classify(evidence(Ending::Died, Some(ExitStatus::Code(3)), 0)) else {
             panic!("exit without result is a user error");
         };
         assert!(error.message.contains("status 3"));
+    }
+
+    #[test]
+    fn sigsys_names_the_refused_syscall() {
+        let mut evidence = evidence(Ending::Died, Some(ExitStatus::Signal(libc::SIGSYS)), 0);
+        evidence.blocked_syscall = Some("ptrace".into());
+        assert_eq!(
+            classify(evidence),
+            Kind::Killed(api::Killed { signal: libc::SIGSYS, signal_name: "SIGSYS".into(), syscall: "ptrace".into() })
+        );
     }
 
     #[test]

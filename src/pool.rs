@@ -19,7 +19,8 @@ use crate::config::{JobLimits, OutputLimits};
 use crate::job::{JobSpec, Rejection};
 use crate::outcome;
 use crate::proto::api::rejected;
-use crate::worker::{Finished, RunEnd, Worker, WorkerSettings};
+use crate::sandbox::ids::UidPool;
+use crate::worker::{Finished, RunEnd, Worker, WorkerError, WorkerSettings};
 use crate::zygote::{Zygote, error_chain};
 
 const RESTART_DELAY: Duration = Duration::from_millis(200);
@@ -66,13 +67,19 @@ pub struct PoolSettings {
     pub max_queued_jobs: usize,
     pub limits: JobLimits,
     pub output: OutputLimits,
+    pub uids: UidPool,
+    pub max_processes: Option<u64>,
+    pub disabled_layers: Vec<String>,
 }
 
 struct Shared {
     zygote: Zygote,
     cgroups: Arc<Cgroups>,
+    uids: UidPool,
     limits: JobLimits,
     output: OutputLimits,
+    max_processes: Option<u64>,
+    disabled_layers: Vec<String>,
     cores: u32,
     next_worker_id: AtomicU64,
     idle: mpsc::UnboundedSender<oneshot::Sender<Assignment>>,
@@ -94,8 +101,11 @@ impl Shared {
         WorkerSettings {
             zygote: &self.zygote,
             cgroups: &self.cgroups,
+            uids: &self.uids,
             limits: &self.limits,
             output: &self.output,
+            max_processes: self.max_processes,
+            disabled_layers: &self.disabled_layers,
             cores: self.cores,
         }
     }
@@ -108,7 +118,14 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn start(settings: PoolSettings, zygote: Zygote, cgroups: Arc<Cgroups>, shutdown: CancellationToken) -> Self {
+    /// Starts the pool once one worker has started and confined itself:
+    /// a host or config on which workers cannot start fails here, closed.
+    pub async fn start(
+        settings: PoolSettings,
+        zygote: Zygote,
+        cgroups: Arc<Cgroups>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, WorkerError> {
         let (queue, queued) = mpsc::channel(settings.max_queued_jobs);
         let (idle, offers) = mpsc::unbounded_channel();
         let (retry, retries) = mpsc::unbounded_channel();
@@ -116,8 +133,11 @@ impl Pool {
         let shared = Arc::new(Shared {
             zygote,
             cgroups,
+            uids: settings.uids,
             limits: settings.limits,
             output: settings.output,
+            max_processes: settings.max_processes,
+            disabled_layers: settings.disabled_layers,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             next_worker_id: AtomicU64::new(1),
             idle,
@@ -125,13 +145,15 @@ impl Pool {
             spawn,
             shutdown: shutdown.clone(),
         });
+        let trial = Worker::start(&shared.settings(), 0).await?;
+        trial.retire().await;
         for _ in 0..settings.workers {
             shared.replace_worker();
         }
         tokio::spawn(spawn_workers(Arc::clone(&shared), spawns));
         let running = Arc::new(Semaphore::new(settings.workers));
         tokio::spawn(dispatch(queued, retries, offers, running, shutdown));
-        Self { queue }
+        Ok(Self { queue })
     }
 
     /// Queues `job`, or rejects it at once when the queue is full.

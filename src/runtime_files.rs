@@ -1,21 +1,26 @@
-//! The worker runtime's Python files, embedded in the binary and written to a
-//! private directory at start-up, so the supervisor needs nothing installed
-//! beside it but an interpreter with pandas and pyarrow.
+//! The worker runtime (Python files and the native SIGSYS reporter), embedded
+//! in the binary and written to a private directory at start-up, so the
+//! supervisor needs nothing installed beside it but an interpreter with
+//! pandas and pyarrow. The directory also holds the (empty) mount point each
+//! worker builds its root on.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// (path inside the runtime directory, contents)
-const FILES: &[(&str, &str)] = &[
-    ("pyclave_worker/__init__.py", include_str!("../worker/pyclave_worker/__init__.py")),
-    ("pyclave_worker/zygote.py", include_str!("../worker/pyclave_worker/zygote.py")),
-    ("pyclave_worker/worker.py", include_str!("../worker/pyclave_worker/worker.py")),
-    ("pyclave_worker/job.py", include_str!("../worker/pyclave_worker/job.py")),
-    ("pyclave_worker/worker_pb2.py", include_str!("../worker/pyclave_worker/worker_pb2.py")),
+/// (path inside the runtime's `python` directory, contents)
+const FILES: &[(&str, &[u8])] = &[
+    ("pyclave_worker/__init__.py", include_bytes!("../worker/pyclave_worker/__init__.py")),
+    ("pyclave_worker/zygote.py", include_bytes!("../worker/pyclave_worker/zygote.py")),
+    ("pyclave_worker/worker.py", include_bytes!("../worker/pyclave_worker/worker.py")),
+    ("pyclave_worker/job.py", include_bytes!("../worker/pyclave_worker/job.py")),
+    ("pyclave_worker/worker_pb2.py", include_bytes!("../worker/pyclave_worker/worker_pb2.py")),
     // Shared with the client package so the framing cannot drift.
-    ("pyclave_worker/wire.py", include_str!("../python/pyclave/_wire.py")),
+    ("pyclave_worker/wire.py", include_bytes!("../python/pyclave/_wire.py")),
+    ("pyclave_worker/confine.py", include_bytes!("../worker/pyclave_worker/confine.py")),
+    (SIGSYS_LIBRARY, include_bytes!(concat!(env!("OUT_DIR"), "/libpyclave_sigsys.so"))),
 ];
+const SIGSYS_LIBRARY: &str = "libpyclave_sigsys.so";
 
 /// A directory holding the worker runtime; removed on drop.
 #[derive(Debug)]
@@ -24,18 +29,19 @@ pub struct RuntimeDir {
 }
 
 impl RuntimeDir {
-    /// Creates `<parent>/pyclave-<pid>` (mode 0700 for the directory, 0644
-    /// files) and writes the runtime into it. A directory left by a crashed
-    /// run with the same pid is replaced.
+    /// Creates `<parent>/pyclave-<pid>` (mode 0755 directories, 0644 files:
+    /// the unprivileged workers read them) and writes the runtime into it. A
+    /// directory left by a crashed run with the same pid is replaced.
     pub fn create(parent: &Path) -> io::Result<Self> {
         let path = parent.join(format!("pyclave-{}", std::process::id()));
         if path.exists() {
             std::fs::remove_dir_all(&path)?;
         }
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        std::fs::DirBuilder::new().mode(0o755).create(&path)?;
         let runtime = Self { path };
+        std::fs::DirBuilder::new().mode(0o755).create(runtime.root_mount_point())?;
         for (name, contents) in FILES {
-            let file = runtime.path.join(name);
+            let file = runtime.python_dir().join(name);
             std::fs::DirBuilder::new().recursive(true).mode(0o755).create(file.parent().expect("has a parent"))?;
             std::fs::write(&file, contents)?;
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
@@ -43,9 +49,30 @@ impl RuntimeDir {
         Ok(runtime)
     }
 
-    /// The directory to put on the zygote's `sys.path`.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The directory to put on the zygote's `sys.path` (bound read-only
+    /// into every worker's root).
+    pub fn python_dir(&self) -> PathBuf {
+        self.path.join("python")
+    }
+
+    /// The native SIGSYS reporter.
+    pub fn sigsys_library(&self) -> PathBuf {
+        self.python_dir().join(SIGSYS_LIBRARY)
+    }
+
+    /// An empty directory a worker mounts its new root on.
+    pub fn root_mount_point(&self) -> PathBuf {
+        self.path.join("root")
+    }
+
+    /// `/run` when we may write there (root), else the temp directory.
+    pub fn default_parent() -> PathBuf {
+        let run = Path::new("/run");
+        if nix::unistd::access(run, nix::unistd::AccessFlags::W_OK).is_ok() {
+            run.to_owned()
+        } else {
+            std::env::temp_dir()
+        }
     }
 }
 
@@ -64,10 +91,12 @@ mod tests {
         let parent = tempfile::tempdir().expect("tempdir");
         let path = {
             let runtime = RuntimeDir::create(parent.path()).expect("create");
-            let zygote = std::fs::read_to_string(runtime.path().join("pyclave_worker/zygote.py")).expect("read");
+            let zygote = std::fs::read_to_string(runtime.python_dir().join("pyclave_worker/zygote.py")).expect("read");
             assert!(zygote.contains("def main("));
-            assert!(runtime.path().join("pyclave_worker/wire.py").is_file());
-            runtime.path().to_owned()
+            assert!(runtime.python_dir().join("pyclave_worker/wire.py").is_file());
+            assert!(runtime.sigsys_library().is_file());
+            assert!(runtime.root_mount_point().is_dir());
+            runtime.path.clone()
         };
         assert!(!path.exists(), "removed on drop");
     }

@@ -27,8 +27,11 @@ use crate::pool::{Pool, PoolSettings, QueuedJob};
 use crate::proto::api::{ProtocolError, Request, Response, rejected, response};
 use crate::reaper::ExitRegistry;
 use crate::runtime_files::RuntimeDir;
+use crate::sandbox::ids::UidPool;
+use crate::sandbox::probe::HostSupport;
+use crate::sandbox::{Plan, SandboxError};
 use crate::scripts::ScriptDir;
-use crate::worker::Finished;
+use crate::worker::{Finished, WorkerError};
 use crate::zygote::{Zygote, ZygoteError, ZygoteSettings, error_chain};
 
 const SOCKET_MODE: u32 = 0o660;
@@ -61,6 +64,10 @@ pub enum ServerError {
     Zygote(#[from] ZygoteError),
     #[error("cannot become the reaper of orphaned workers")]
     Reaper(#[source] std::io::Error),
+    #[error("confinement")]
+    Sandbox(#[from] SandboxError),
+    #[error("the first worker did not start")]
+    FirstWorker(#[from] WorkerError),
 }
 
 struct Context {
@@ -77,6 +84,12 @@ pub async fn serve(
     shutdown: CancellationToken,
     ready: impl FnOnce(),
 ) -> Result<(), ServerError> {
+    let cgroups = Arc::new(Cgroups::init()?);
+    // Probe before the reaper runs: the probes wait for their own children.
+    let support = HostSupport::probe(cgroups.has_pids(), config.sandbox.uid_base);
+    let runtime = RuntimeDir::create(&RuntimeDir::default_parent()).map_err(ServerError::Runtime)?;
+    let plan = Plan::decide(&config.sandbox, &support, &runtime)?;
+
     let exits = ExitRegistry::default();
     // Become a subreaper before the first fork, so no worker escapes us.
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no
@@ -86,8 +99,6 @@ pub async fn serve(
     }
     let reaper = tokio::spawn(exits.clone().reap_children());
 
-    let cgroups = Arc::new(Cgroups::init()?);
-    let runtime = RuntimeDir::create(&std::env::temp_dir()).map_err(ServerError::Runtime)?;
     let scripts = match &config.scripts.dir {
         Some(path) => {
             Some(ScriptDir::open(path).map_err(|source| ServerError::Scripts { path: path.clone(), source })?)
@@ -96,8 +107,9 @@ pub async fn serve(
     };
     let zygote_settings = ZygoteSettings {
         python: config.pool.python.clone(),
-        runtime_dir: runtime.path().to_owned(),
+        python_dir: runtime.python_dir(),
         start_timeout: Duration::from_millis(config.pool.zygote_start_timeout_ms),
+        plan: plan.zygote_plan.clone(),
     };
     let zygote = Zygote::start(zygote_settings, exits, shutdown.clone()).await?;
     let workers = config.pool.worker_count();
@@ -106,10 +118,20 @@ pub async fn serve(
         max_queued_jobs: config.server.max_queued_jobs,
         limits: config.limits,
         output: config.output,
+        // Idle and running workers, and a few on their way out.
+        uids: UidPool::new(config.sandbox.uid_base, (2 * workers + 4) as u32),
+        max_processes: plan.limits_processes().then_some(plan.max_processes),
+        disabled_layers: plan.disabled_names(),
     };
-    let pool = Pool::start(pool_settings, zygote, Arc::clone(&cgroups), shutdown.clone());
+    let pool = Pool::start(pool_settings, zygote, Arc::clone(&cgroups), shutdown.clone()).await?;
     let listener = bind(socket_path)?;
-    tracing::info!(socket = %socket_path.display(), workers, cgroup = cgroups.version(), "pyclave supervisor ready");
+    tracing::info!(
+        socket = %socket_path.display(),
+        workers,
+        cgroup = cgroups.version(),
+        disabled_layers = ?plan.disabled_names(),
+        "pyclave supervisor ready"
+    );
     ready();
 
     let context = Arc::new(Context { config, pool, scripts });

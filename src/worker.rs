@@ -23,6 +23,7 @@ use crate::outcome::{self, Ending, Evidence};
 use crate::proto::api::{self, CapturedOutput, Usage, outcome::Kind};
 use crate::proto::worker::{WorkerEvent, WorkerJob, worker_event};
 use crate::reaper::ExitStatus;
+use crate::sandbox::ids::{UidLease, UidPool};
 use crate::zygote::{WorkerFds, Zygote, ZygoteError};
 
 /// How long a forked worker may take to report ready.
@@ -50,14 +51,21 @@ pub enum WorkerError {
     ReadyTimeout,
     #[error("the worker sent {received} where `ready` was expected")]
     NotReady { received: String },
+    #[error("the worker could not confine itself: {0}")]
+    Confinement(String),
 }
 
 /// What the worker needs from the server.
 pub struct WorkerSettings<'a> {
     pub zygote: &'a Zygote,
     pub cgroups: &'a crate::cgroup::Cgroups,
+    pub uids: &'a UidPool,
     pub limits: &'a JobLimits,
     pub output: &'a OutputLimits,
+    /// The pids cgroup limit, when that layer is on.
+    pub max_processes: Option<u64>,
+    /// Confinement layers that are off, reported in every outcome.
+    pub disabled_layers: &'a [String],
     pub cores: u32,
 }
 
@@ -80,6 +88,8 @@ pub struct Finished {
 pub struct Worker {
     pid: nix::unistd::Pid,
     cgroup: JobCgroup,
+    /// The worker's uid is its own until every process of it is gone.
+    _uid: UidLease,
     reader: FrameReader,
     writer: FrameWriter,
     exit: oneshot::Receiver<ExitStatus>,
@@ -89,8 +99,13 @@ pub struct Worker {
 
 impl Worker {
     pub async fn start(settings: &WorkerSettings<'_>, id: u64) -> Result<Self, WorkerError> {
-        let cgroup = settings.cgroups.create_job(&format!("w{id}"), settings.limits.memory_limit_bytes)?;
-        match Self::spawn_into(settings, id, cgroup).await {
+        let uid = settings.uids.lease().await;
+        let cgroup = settings.cgroups.create_job(
+            &format!("w{id}"),
+            settings.limits.memory_limit_bytes,
+            settings.max_processes,
+        )?;
+        match Self::spawn_into(settings, id, uid, cgroup).await {
             Ok(worker) => Ok(worker),
             Err((error, cgroup)) => {
                 let _ = cgroup.kill_all().await;
@@ -103,6 +118,7 @@ impl Worker {
     async fn spawn_into(
         settings: &WorkerSettings<'_>,
         id: u64,
+        uid: UidLease,
         cgroup: JobCgroup,
     ) -> Result<Self, (WorkerError, JobCgroup)> {
         macro_rules! attempt {
@@ -115,11 +131,11 @@ impl Worker {
         }
         let (ours, theirs) = attempt!(std::os::unix::net::UnixStream::pair());
         let (stdout, stderr) = (attempt!(CapturePipe::new()), attempt!(CapturePipe::new()));
-        let fds = WorkerFds { control: theirs.into(), stdout: stdout.write, stderr: stderr.write };
-        let spawned = attempt!(settings.zygote.spawn(id, fds).await);
-        // The job's memory limit and accounting start here, before the
-        // worker reports ready (and so before any job reaches it).
-        attempt!(cgroup.add_process(spawned.pid));
+        // The worker joins its cgroup first thing, before it confines itself
+        // and long before any job reaches it.
+        let cgroup_procs = attempt!(cgroup.open_procs_files());
+        let fds = WorkerFds { control: theirs.into(), stdout: stdout.write, stderr: stderr.write, cgroup_procs };
+        let spawned = attempt!(settings.zygote.spawn(id, uid.uid(), fds).await);
         attempt!(ours.set_nonblocking(true));
         let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
         let (reader, writer) = channel::split(attempt!(UnixStream::from_std(ours)), max_frame as usize);
@@ -127,6 +143,7 @@ impl Worker {
         let mut worker = Self {
             pid: spawned.pid,
             cgroup,
+            _uid: uid,
             reader,
             writer,
             exit: spawned.exit,
@@ -135,6 +152,9 @@ impl Worker {
         };
         match tokio::time::timeout(READY_TIMEOUT, worker.reader.recv::<WorkerEvent>()).await {
             Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(_)) }))) => Ok(worker),
+            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }))) => {
+                Err((WorkerError::Confinement(reason), worker.cgroup))
+            }
             Ok(Ok(other)) => Err((WorkerError::NotReady { received: format!("{other:?}") }, worker.cgroup)),
             Ok(Err(error)) => Err((error.into(), worker.cgroup)),
             Err(_) => Err((WorkerError::ReadyTimeout, worker.cgroup)),
@@ -151,10 +171,10 @@ impl Worker {
     }
 
     /// Reads the events a dead worker left in the channel, up to its end.
-    async fn drain_events(&mut self, started: &mut bool) -> Ending {
+    async fn drain_events(&mut self, progress: &mut Progress) -> Ending {
         loop {
             match tokio::time::timeout(DRAIN_TIMEOUT, self.reader.recv::<WorkerEvent>()).await {
-                Ok(event) => match read_event(event, started) {
+                Ok(event) => match read_event(event, progress) {
                     Some(ending) => return ending,
                     None => continue,
                 },
@@ -215,7 +235,7 @@ impl Worker {
         drop(fds);
 
         let mut exit = None;
-        let mut started = false; // the worker confirmed the job reached it
+        let mut progress = Progress::default();
         let ending = if sent.is_err() {
             Some(Ending::Died)
         } else {
@@ -224,7 +244,7 @@ impl Worker {
             tokio::pin!(wall_deadline, cpu_deadline);
             loop {
                 break tokio::select! {
-                    event = self.reader.recv::<WorkerEvent>() => match read_event(event, &mut started) {
+                    event = self.reader.recv::<WorkerEvent>() => match read_event(event, &mut progress) {
                         Some(ending) => Some(ending),
                         None => continue,
                     },
@@ -251,9 +271,9 @@ impl Worker {
         if matches!(ending, Ending::Died) {
             // The worker's exit can be seen before the events it sent just
             // before exiting: read whatever is still buffered.
-            ending = self.drain_events(&mut started).await;
+            ending = self.drain_events(&mut progress).await;
         }
-        if !started && matches!(ending, Ending::Died) {
+        if !progress.started && matches!(ending, Ending::Died) {
             self.retire().await;
             return RunEnd::NotStarted(spec);
         }
@@ -271,13 +291,17 @@ impl Worker {
             tracing::warn!(%error, "cannot remove a job cgroup");
         }
 
-        let mut kind = outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits });
+        let blocked_syscall = progress.blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
+        let mut kind =
+            outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
         let mut table = None;
         if let Kind::Ok(api::Ok { has_table: true, .. }) = kind {
-            let memfd = output.expect("a table was reported only when an output file was sent");
-            match crate::output_table::finalize(memfd, settings.output) {
-                Ok(fd) => table = Some(fd),
-                Err(reason) => kind = outcome::output_rejected(reason),
+            match output {
+                Some(memfd) => match finalize_output(memfd, *settings.output).await {
+                    Ok(fd) => table = Some(fd),
+                    Err(reason) => kind = outcome::output_rejected(reason),
+                },
+                None => kind = outcome::output_rejected("the job reported a table it had no file for".into()),
             }
         }
         let usage = Usage {
@@ -287,18 +311,37 @@ impl Worker {
             peak_memory_bytes,
         };
         RunEnd::Finished(Finished {
-            outcome: api::Outcome { kind: Some(kind), stdout: Some(stdout), stderr: Some(stderr), usage: Some(usage) },
+            outcome: api::Outcome {
+                kind: Some(kind),
+                stdout: Some(stdout),
+                stderr: Some(stderr),
+                usage: Some(usage),
+                disabled_layers: settings.disabled_layers.to_vec(),
+            },
             table,
         })
     }
 }
 
-/// What one read from a worker's channel means: `None` for the `started`
-/// confirmation (recorded in `started`), else how the job ended.
-fn read_event(event: Result<Option<WorkerEvent>, ChannelError>, started: &mut bool) -> Option<Ending> {
+/// What a worker reported on the way to its job's end.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The job reached the worker (the user's code may have run).
+    started: bool,
+    /// Seccomp refused this syscall; SIGSYS follows.
+    blocked_syscall: Option<u32>,
+}
+
+/// What one read from a worker's channel means: `None` for progress
+/// (recorded in `progress`), else how the job ended.
+fn read_event(event: Result<Option<WorkerEvent>, ChannelError>, progress: &mut Progress) -> Option<Ending> {
     Some(match event {
-        Ok(Some(WorkerEvent { event: Some(worker_event::Event::Started(_)) })) if !*started => {
-            *started = true;
+        Ok(Some(WorkerEvent { event: Some(worker_event::Event::Started(_)) })) if !progress.started => {
+            progress.started = true;
+            return None;
+        }
+        Ok(Some(WorkerEvent { event: Some(worker_event::Event::BlockedSyscall(blocked)) })) if progress.started => {
+            progress.blocked_syscall = Some(blocked.number);
             return None;
         }
         Ok(Some(WorkerEvent { event: Some(worker_event::Event::Result(result)) })) => Ending::Reported(result),
@@ -307,6 +350,16 @@ fn read_event(event: Result<Option<WorkerEvent>, ChannelError>, started: &mut bo
         Ok(None) | Err(ChannelError::Io(_) | ChannelError::TruncatedFrame) => Ending::Died,
         Err(error) => Ending::Malformed(crate::zygote::error_chain(&error)),
     })
+}
+
+/// Seals and validates the output off the async threads (validating a big
+/// table takes a while). A panic in the validator is a rejection, never a
+/// lost outcome.
+async fn finalize_output(memfd: OwnedFd, limits: OutputLimits) -> Result<OwnedFd, String> {
+    match tokio::task::spawn_blocking(move || crate::output_table::finalize(memfd, &limits)).await {
+        Ok(result) => result,
+        Err(_) => Err("the output table could not be validated".into()),
+    }
 }
 
 /// Resolves once the cgroup has used `limit` of CPU time beyond `baseline`.

@@ -29,19 +29,6 @@ const CONTROL_FD: i32 = 3;
 const MAX_EVENT_FRAME_BYTES: usize = 64 * 1024;
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Environment of the zygote (and so of every worker). Thread pools that
-/// would start at import are kept off: the zygote must fork single-threaded.
-const ENVIRONMENT: &[(&str, &str)] = &[
-    ("LANG", "C.UTF-8"),
-    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
-    ("HOME", "/tmp"),
-    ("OPENBLAS_NUM_THREADS", "1"),
-    ("OMP_NUM_THREADS", "1"),
-    ("MKL_NUM_THREADS", "1"),
-    ("JE_ARROW_MALLOC_CONF", "background_thread:false"),
-    ("PYTHONDONTWRITEBYTECODE", "1"),
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum ZygoteError {
     #[error("cannot start the zygote ({python})")]
@@ -68,11 +55,13 @@ pub enum ZygoteError {
     ShuttingDown,
 }
 
-/// The worker's ends of its three channels, handed to the zygote on spawn.
+/// What the zygote hands a new worker: the worker's ends of its three
+/// channels and its cgroup's `cgroup.procs` files.
 pub struct WorkerFds {
     pub control: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub cgroup_procs: Vec<std::fs::File>,
 }
 
 /// A freshly forked worker.
@@ -83,6 +72,7 @@ pub struct SpawnedWorker {
 
 struct SpawnRequest {
     worker_id: u64,
+    uid: u32,
     fds: WorkerFds,
     reply: oneshot::Sender<Result<SpawnedWorker, ZygoteError>>,
 }
@@ -91,8 +81,11 @@ struct SpawnRequest {
 #[derive(Debug, Clone)]
 pub struct ZygoteSettings {
     pub python: PathBuf,
-    pub runtime_dir: PathBuf,
+    /// Put on the zygote's `sys.path`.
+    pub python_dir: PathBuf,
     pub start_timeout: Duration,
+    /// How every worker confines itself.
+    pub plan: crate::proto::worker::SandboxPlan,
 }
 
 /// A cloneable handle to the zygote service.
@@ -116,10 +109,11 @@ impl Zygote {
         Ok(Self { requests })
     }
 
-    /// Forks a worker that will talk on `fds.control`.
-    pub async fn spawn(&self, worker_id: u64, fds: WorkerFds) -> Result<SpawnedWorker, ZygoteError> {
+    /// Forks a worker that will run as `uid` (and gid) and talk on `fds.control`.
+    pub async fn spawn(&self, worker_id: u64, uid: u32, fds: WorkerFds) -> Result<SpawnedWorker, ZygoteError> {
         let (reply, response) = oneshot::channel();
-        self.requests.send(SpawnRequest { worker_id, fds, reply }).await.map_err(|_| ZygoteError::ShuttingDown)?;
+        let request = SpawnRequest { worker_id, uid, fds, reply };
+        self.requests.send(request).await.map_err(|_| ZygoteError::ShuttingDown)?;
         response.await.map_err(|_| ZygoteError::ShuttingDown)?
     }
 }
@@ -137,14 +131,19 @@ impl RunningZygote {
         let theirs = OwnedFd::from(theirs);
         let python = resolve_program(&settings.python)
             .ok_or_else(|| start_error(std::io::Error::new(std::io::ErrorKind::NotFound, "not found on PATH")))?;
-        let child = zygote_command(&python, &settings.runtime_dir, theirs.as_raw_fd()).spawn().map_err(start_error)?;
+        let child = zygote_command(&python, &settings.python_dir, theirs.as_raw_fd()).spawn().map_err(start_error)?;
         drop(theirs);
         let pid = Pid::from_raw(child.id() as i32);
         // The child is reaped by the supervisor's reaper, not through `child`.
         drop(child);
         ours.set_nonblocking(true).map_err(start_error)?;
-        let (mut reader, writer) =
+        let (mut reader, mut writer) =
             channel::split(UnixStream::from_std(ours).map_err(start_error)?, MAX_EVENT_FRAME_BYTES);
+        let configure = ZygoteCommand { command: Some(zygote_command::Command::Configure(settings.plan.clone())) };
+        if let Err(error) = writer.send(&configure, &[]).await {
+            let _ = kill(pid, Signal::SIGKILL);
+            return Err(error.into());
+        }
 
         let ready = tokio::time::timeout(settings.start_timeout, reader.recv::<ZygoteEvent>())
             .await
@@ -187,10 +186,15 @@ impl RunningZygote {
                 _ = shutdown.cancelled() => break Ok(()),
                 request = requests.recv() => {
                     let Some(request) = request else { break Ok(()) };
-                    let command = ZygoteCommand {
-                        command: Some(zygote_command::Command::Spawn(Spawn { worker_id: request.worker_id })),
+                    let spawn = Spawn {
+                        worker_id: request.worker_id,
+                        uid: request.uid,
+                        gid: request.uid,
+                        cgroup_fds: request.fds.cgroup_procs.len() as u32,
                     };
-                    let fds = [request.fds.control.as_fd(), request.fds.stdout.as_fd(), request.fds.stderr.as_fd()];
+                    let command = ZygoteCommand { command: Some(zygote_command::Command::Spawn(spawn)) };
+                    let mut fds = vec![request.fds.control.as_fd(), request.fds.stdout.as_fd(), request.fds.stderr.as_fd()];
+                    fds.extend(request.fds.cgroup_procs.iter().map(AsFd::as_fd));
                     if let Err(error) = self.writer.send(&command, &fds).await {
                         let _ = request.reply.send(Err(ZygoteError::Died));
                         break Err(error.into());
@@ -289,16 +293,16 @@ fn resolve_program(program: &Path) -> Option<PathBuf> {
 }
 
 /// The zygote's command line; `control` must stay open until it is spawned.
-fn zygote_command(python: &Path, runtime_dir: &Path, control: RawFd) -> Command {
+fn zygote_command(python: &Path, python_dir: &Path, control: RawFd) -> Command {
     let bootstrap = format!(
         "import sys; sys.path.insert(0, {dir:?}); from pyclave_worker import zygote; zygote.main({CONTROL_FD})",
-        dir = runtime_dir.display().to_string(),
+        dir = python_dir.display().to_string(),
     );
     let mut command = Command::new(python);
     command
         .args(["-I", "-c", &bootstrap])
         .env_clear()
-        .envs(ENVIRONMENT.iter().copied())
+        .envs(crate::sandbox::BASE_ENVIRONMENT.iter().copied())
         .stdin(Stdio::null())
         // The zygote's own prints belong in the supervisor's log, never on
         // its stdout (where `pyclave run` prints the outcome).

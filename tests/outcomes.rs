@@ -126,37 +126,33 @@ async fn memory_bomb_is_out_of_memory_from_the_cgroup() {
 }
 
 #[tokio::test]
-async fn sigkill_without_oom_is_killed_not_out_of_memory() {
+async fn crashes_are_killed_not_out_of_memory() {
     let mut supervisor = Supervisor::start("");
-    let code = "import os, signal\ndef main():\n    os.kill(os.getpid(), signal.SIGKILL)\n";
+    let code = "import ctypes\ndef main():\n    ctypes.string_at(0)\n";
     let reply = supervisor.client().await.run(exec(code), None).await.expect("run");
     assert!(
-        matches!(kind(&reply), Kind::Killed(k) if k.signal == 9 && k.signal_name == "SIGKILL"),
+        matches!(kind(&reply), Kind::Killed(k) if k.signal_name == "SIGSEGV" && k.syscall.is_empty()),
         "{:?}",
         reply.outcome
     );
-    let reply = supervisor
-        .client()
-        .await
-        .run(exec("import ctypes\ndef main():\n    ctypes.string_at(0)\n"), None)
-        .await
-        .expect("run");
-    assert!(matches!(kind(&reply), Kind::Killed(k) if k.signal_name == "SIGSEGV"), "{:?}", reply.outcome);
     supervisor.assert_healthy().await;
 }
 
 #[tokio::test]
 async fn wall_timeout_kills_the_whole_tree() {
     let mut supervisor = Supervisor::start("");
-    let pid_file = supervisor.dir.path().join("child.pid");
-    let code = format!(
-        "import os, subprocess, time\ndef main():\n    child = subprocess.Popen(['sleep', '1000'])\n    open({:?}, 'w').write(str(child.pid))\n    time.sleep(1000)\n",
-        pid_file.display().to_string()
+    let (job, child) = (unique_name("pyj"), unique_name("pyc"));
+    let reply = supervisor
+        .client()
+        .await
+        .run(with_limits(exec(&sleeping_job_with_child(&job, &child)), 0, 1500, 0), None)
+        .await
+        .expect("run");
+    assert_eq!(
+        kind(&reply),
+        &Kind::Timeout(pyclave::proto::api::Timeout { clock: Clock::Wall.into(), limit_ms: 1500 })
     );
-    let reply = supervisor.client().await.run(with_limits(exec(&code), 0, 500, 0), None).await.expect("run");
-    assert_eq!(kind(&reply), &Kind::Timeout(pyclave::proto::api::Timeout { clock: Clock::Wall.into(), limit_ms: 500 }));
-    let child: i32 = std::fs::read_to_string(&pid_file).expect("pid file").parse().expect("pid");
-    wait_until("the job's child is gone", std::time::Duration::from_secs(5), || !process_exists(child));
+    assert!(named_processes(&job).is_empty() && named_processes(&child).is_empty(), "the job's processes are gone");
     supervisor.assert_healthy().await;
 }
 

@@ -20,7 +20,7 @@ from typing import Iterable, Optional
 
 HEADER = struct.Struct(">I")
 # Most fds any frame of the pyclave protocols carries.
-MAX_FDS_PER_FRAME = 4
+MAX_FDS_PER_FRAME = 8
 _RECV_CHUNK_BYTES = 256 * 1024
 _ANCILLARY_BYTES = socket.CMSG_SPACE(MAX_FDS_PER_FRAME * array.array("i").itemsize)
 

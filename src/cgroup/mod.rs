@@ -77,13 +77,32 @@ impl Cgroups {
         }
     }
 
+    /// Whether a per-job process limit is available.
+    pub fn has_pids(&self) -> bool {
+        match &self.layout {
+            Layout::V1(instance) => instance.has_pids(),
+            Layout::V2(_) => true,
+        }
+    }
+
     /// Creates the cgroup a worker and its job will run in.
-    pub fn create_job(&self, name: &str, memory_limit_bytes: u64) -> Result<JobCgroup, CgroupError> {
+    pub fn create_job(
+        &self,
+        name: &str,
+        memory_limit_bytes: u64,
+        max_processes: Option<u64>,
+    ) -> Result<JobCgroup, CgroupError> {
         let job = match &self.layout {
             Layout::V1(instance) => JobCgroup::V1(instance.create_job(name)?),
             Layout::V2(instance) => JobCgroup::V2(instance.create_job(name)?),
         };
         job.set_memory_limit(memory_limit_bytes)?;
+        if let Some(max) = max_processes {
+            match &job {
+                JobCgroup::V1(v1) => v1.set_pids_limit(max)?,
+                JobCgroup::V2(v2) => v2.set_pids_limit(max)?,
+            }
+        }
         Ok(job)
     }
 
@@ -104,12 +123,16 @@ pub enum JobCgroup {
 }
 
 impl JobCgroup {
-    /// Moves `pid` (a freshly forked worker) into this cgroup.
-    pub fn add_process(&self, pid: Pid) -> Result<(), CgroupError> {
-        for dir in self.dirs() {
-            write(&dir.join("cgroup.procs"), &pid.to_string())?;
-        }
-        Ok(())
+    /// The `cgroup.procs` files, opened write-only: a process that writes
+    /// "0" to each joins this cgroup (the worker does, first thing).
+    pub fn open_procs_files(&self) -> Result<Vec<std::fs::File>, CgroupError> {
+        self.dirs()
+            .into_iter()
+            .map(|dir| {
+                let path = dir.join("cgroup.procs");
+                std::fs::OpenOptions::new().write(true).open(&path).map_err(|source| CgroupError::File { path, source })
+            })
+            .collect()
     }
 
     /// Sets the memory limit, with swap off.

@@ -1,5 +1,5 @@
 //! cgroup v1: the `memory` hierarchy for the limit and OOM counter, `cpuacct`
-//! for CPU time.
+//! for CPU time, `pids` (when mounted) for the process limit.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +13,7 @@ use super::{
 pub struct Instance {
     memory: PathBuf,
     cpuacct: PathBuf,
+    pids: Option<PathBuf>,
 }
 
 impl Instance {
@@ -23,25 +24,49 @@ impl Instance {
         };
         let parent = |mount: &Path, controller| join_cgroup_path(mount, memberships.v1_path(controller).unwrap_or("/"));
         let (memory_parent, cpuacct_parent) = (parent(memory_mount, "memory"), parent(cpuacct_mount, "cpuacct"));
-        remove_stale_instances(&memory_parent);
-        remove_stale_instances(&cpuacct_parent);
-        let instance =
-            Self { memory: memory_parent.join(instance_name()), cpuacct: cpuacct_parent.join(instance_name()) };
-        create_dir(&instance.memory)?;
-        create_dir(&instance.cpuacct)?;
+        let pids_parent = mounts.v1_with("pids").map(|mount| parent(mount, "pids"));
+        for dir in [Some(&memory_parent), Some(&cpuacct_parent), pids_parent.as_ref()].into_iter().flatten() {
+            remove_stale_instances(dir);
+        }
+        let instance = Self {
+            memory: memory_parent.join(instance_name()),
+            cpuacct: cpuacct_parent.join(instance_name()),
+            pids: pids_parent.map(|dir| dir.join(instance_name())),
+        };
+        for dir in instance.dirs() {
+            create_dir(dir)?;
+        }
         Ok(Some(instance))
     }
 
     pub(super) fn create_job(&self, name: &str) -> Result<Job, CgroupError> {
-        let job = Job { memory: self.memory.join(name), cpuacct: self.cpuacct.join(name) };
-        create_dir(&job.memory)?;
-        create_dir(&job.cpuacct)?;
+        let job = Job {
+            memory: self.memory.join(name),
+            cpuacct: self.cpuacct.join(name),
+            pids: self.pids.as_ref().map(|dir| dir.join(name)),
+        };
+        for dir in job.dirs() {
+            create_dir(dir)?;
+        }
         Ok(job)
     }
 
+    pub(super) fn has_pids(&self) -> bool {
+        self.pids.is_some()
+    }
+
     pub(super) fn remove(&self) {
-        remove_tree(&self.memory);
-        remove_tree(&self.cpuacct);
+        for dir in self.dirs() {
+            remove_tree(dir);
+        }
+    }
+
+    fn dirs(&self) -> Vec<&Path> {
+        [Some(&self.memory), Some(&self.cpuacct), self.pids.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+            .collect()
     }
 }
 
@@ -49,6 +74,7 @@ impl Instance {
 pub struct Job {
     memory: PathBuf,
     cpuacct: PathBuf,
+    pids: Option<PathBuf>,
 }
 
 impl Job {
@@ -74,7 +100,18 @@ impl Job {
         read_key(&self.memory.join("memory.oom_control"), "oom_kill")
     }
 
+    pub(super) fn set_pids_limit(&self, max: u64) -> Result<(), CgroupError> {
+        match &self.pids {
+            Some(dir) => write(&dir.join("pids.max"), &max.to_string()),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn dirs(&self) -> Vec<&Path> {
-        vec![&self.memory, &self.cpuacct]
+        [Some(&self.memory), Some(&self.cpuacct), self.pids.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+            .collect()
     }
 }

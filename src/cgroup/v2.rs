@@ -77,6 +77,10 @@ impl Job {
         read_key(&self.dir.join("memory.events"), "oom_kill")
     }
 
+    pub(super) fn set_pids_limit(&self, max: u64) -> Result<(), CgroupError> {
+        write(&self.dir.join("pids.max"), &max.to_string())
+    }
+
     /// Kills every process in the cgroup at once (kernel 5.14+).
     pub(super) fn kill(&self) -> Result<(), CgroupError> {
         write(&self.dir.join("cgroup.kill"), "1")

@@ -200,3 +200,60 @@ pub fn write_file(path: &Path, contents: &str) {
 pub fn as_fd(fd: &OwnedFd) -> Option<std::os::fd::BorrowedFd<'_>> {
     Some(fd.as_fd())
 }
+
+/// Python that names the calling process `name` (its `/proc/PID/comm`, at
+/// most 15 bytes), so the test can find a job's processes from the host.
+pub fn py_name_process(name: &str) -> String {
+    format!("__import__('ctypes').CDLL(None).prctl(15, {name:?}.encode(), 0, 0, 0)")
+}
+
+/// Host pids of live processes whose comm is `name`.
+pub fn named_processes(name: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|pid| pid.parse::<i32>().ok()))
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == name))
+        .filter(|pid| process_exists(*pid))
+        .collect()
+}
+
+/// A unique process name for one test.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}-{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Job code that names itself `job`, starts a child named `child` that
+/// sleeps, and sleeps itself.
+pub fn sleeping_job_with_child(job: &str, child: &str) -> String {
+    format!(
+        "import subprocess, sys, time\ndef main():\n    {name_job}\n    subprocess.Popen([sys.executable, '-c', {child_code:?}])\n    time.sleep(1000)\n",
+        name_job = py_name_process(job),
+        child_code = format!("{}; __import__('time').sleep(1000)", py_name_process(child)),
+    )
+}
+
+/// Host pids of the supervisor's zygote processes (its Python children).
+pub fn zygote_pids(supervisor: &Supervisor) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|pid| pid.parse::<i32>().ok()))
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let parent = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).unwrap_or("");
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            parent == supervisor.pid().to_string() && String::from_utf8_lossy(&cmdline).contains("zygote.main")
+        })
+        .filter(|pid| process_exists(*pid))
+        .collect()
+}
+
+/// The supervisor's one zygote.
+pub fn zygote_pid(supervisor: &Supervisor) -> i32 {
+    let pids = zygote_pids(supervisor);
+    assert_eq!(pids.len(), 1, "expected one zygote, found {pids:?}");
+    pids[0]
+}

@@ -6,13 +6,14 @@ import os
 import socket
 import sys
 
-from . import job, wire, worker_pb2
+from . import confine, job, wire, worker_pb2
 
 # The job frame holds the code and params, which the supervisor has capped.
 _MAX_JOB_FRAME_BYTES = 256 * 1024 * 1024
 
 
-def run(channel_fd: int, stdout_fd: int, stderr_fd: int, inherited: list[int]) -> None:
+def run(spawn: worker_pb2.Spawn, plan: worker_pb2.SandboxPlan, channel_fd: int, stdout_fd: int,
+        stderr_fd: int, cgroup_fds: list[int], inherited: list[int]) -> None:
     """Never returns normally: the process exits after its one job."""
     for fd in inherited:
         os.close(fd)
@@ -20,11 +21,17 @@ def run(channel_fd: int, stdout_fd: int, stderr_fd: int, inherited: list[int]) -
     os.dup2(stderr_fd, 2)
     os.close(stdout_fd)
     os.close(stderr_fd)
-    # Confinement is applied here, before the worker reports ready: nothing
-    # of the job has arrived yet, and nothing after this point is trusted.
     # The job's own subprocesses must not hold the channel open.
     os.set_inheritable(channel_fd, False)
     channel = socket.socket(fileno=channel_fd)
+    # Confinement comes before `ready`: nothing of a job has arrived yet, and
+    # nothing after this point is trusted.
+    try:
+        confine.apply(plan, spawn.uid, spawn.gid, cgroup_fds,
+                      keep_fds=(0, 1, 2, channel_fd), report_fd=channel_fd)
+    except Exception as error:  # noqa: BLE001  (any failure: report it, serve nothing)
+        _send(channel, worker_pb2.WorkerEvent(confinement_failed=f"{type(error).__name__}: {error}"))
+        os._exit(1)
     _send(channel, worker_pb2.WorkerEvent(ready=worker_pb2.WorkerReady()))
 
     reader = wire.FrameReader(channel, _MAX_JOB_FRAME_BYTES)

@@ -21,17 +21,21 @@ import pandas
 import pyarrow
 import pyarrow.ipc  # noqa: F401
 
-from . import job, wire, worker, worker_pb2
+from . import confine, job, wire, worker, worker_pb2
 
 _MAX_COMMAND_FRAME_BYTES = 64 * 1024
 _PR_SET_CHILD_SUBREAPER = 36
 
 
 def main(control_fd: int) -> None:
-    _warm_up()
-    _become_subreaper()
     control = socket.socket(fileno=control_fd)
     control.setblocking(True)
+    decoder = wire.FrameDecoder(_MAX_COMMAND_FRAME_BYTES)
+    plan = _receive_plan(control, decoder)
+    confine.load_sigsys_library(plan)
+    own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    _warm_up()
+    _become_subreaper()
     wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wakeup_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -44,7 +48,6 @@ def main(control_fd: int) -> None:
     if threads != 1:
         sys.exit(f"pyclave zygote: {threads} threads at start-up; forking would be unsafe")
 
-    decoder = wire.FrameDecoder(_MAX_COMMAND_FRAME_BYTES)
     workers: set[int] = set()
     while True:
         readable, _, _ = select.select([control, wakeup_read], [], [])
@@ -59,12 +62,30 @@ def main(control_fd: int) -> None:
             while (frame := decoder.next_frame()) is not None:
                 command = worker_pb2.ZygoteCommand.FromString(frame)
                 if command.HasField("spawn"):
-                    pid = _spawn(control, decoder, command.spawn,
-                                 [control.fileno(), wakeup_read, wakeup_write])
+                    pid = _spawn(control, decoder, command.spawn, plan, own_pid_namespace,
+                                 [control.fileno(), wakeup_read, wakeup_write, own_pid_namespace])
                     if pid is not None:
                         workers.add(pid)
                 else:
                     decoder.close_fds()
+
+
+def _receive_plan(control: socket.socket, decoder: wire.FrameDecoder) -> worker_pb2.SandboxPlan:
+    """The supervisor's first command: how every worker confines itself."""
+    while (frame := decoder.next_frame()) is None:
+        data, fds = wire.recv_chunk(control)
+        if not data:
+            sys.exit("pyclave zygote: the supervisor closed the channel before configuring")
+        decoder.feed(data, fds)
+    command = worker_pb2.ZygoteCommand.FromString(frame)
+    if not command.HasField("configure"):
+        sys.exit("pyclave zygote: the first command must be `configure`")
+    plan = command.configure
+    # The zygote's Python paths, bound read-only into every worker's root.
+    paths = {sys.base_prefix, sys.prefix, sys.exec_prefix}
+    paths.update(p for p in sys.path if p and os.path.isdir(p))
+    plan.read_only_paths.extend(sorted(paths - set(plan.read_only_paths)))
+    return plan
 
 
 def _warm_up() -> None:
@@ -84,16 +105,20 @@ def _become_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
-def _spawn(control: socket.socket, decoder: wire.FrameDecoder,
-           request: worker_pb2.Spawn, inherited: list[int]) -> int | None:
+def _spawn(control: socket.socket, decoder: wire.FrameDecoder, request: worker_pb2.Spawn,
+           plan: worker_pb2.SandboxPlan, own_pid_namespace: int, inherited: list[int]) -> int | None:
     """Forks one worker; returns its pid, or None when fork failed."""
     channel_fd, stdout_fd, stderr_fd = (decoder.take_fd() for _ in range(3))
+    cgroup_fds = [decoder.take_fd() for _ in range(request.cgroup_fds)]
+    passed = [channel_fd, stdout_fd, stderr_fd, *cgroup_fds]
     sys.stdout.flush()
     sys.stderr.flush()
     try:
+        if plan.namespaces:
+            confine.enter_pid_namespace_for_next_fork(own_pid_namespace)
         pid = os.fork()
-    except OSError as error:
-        for fd in (channel_fd, stdout_fd, stderr_fd):
+    except (OSError, confine.ConfinementError) as error:
+        for fd in passed:
             os.close(fd)
         _send(control, worker_pb2.ZygoteEvent(
             spawn_failed=worker_pb2.SpawnFailed(worker_id=request.worker_id, error=str(error))
@@ -104,10 +129,10 @@ def _spawn(control: socket.socket, decoder: wire.FrameDecoder,
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            worker.run(channel_fd, stdout_fd, stderr_fd, inherited)
+            worker.run(request, plan, channel_fd, stdout_fd, stderr_fd, cgroup_fds, inherited)
         finally:
             os._exit(status)
-    for fd in (channel_fd, stdout_fd, stderr_fd):
+    for fd in passed:
         os.close(fd)
     _send(control, worker_pb2.ZygoteEvent(
         spawned=worker_pb2.Spawned(worker_id=request.worker_id, pid=pid)

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14pyclave/v1/api.proto\x12\npyclave.v1\"3\n\x07Request\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x1c\n\x03job\x18\x02 \x01(\x0b\x32\x0f.pyclave.v1.Job\"\xb0\x01\n\x03Job\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.pyclave.v1.JobKind\x12\x15\n\x0binline_code\x18\x02 \x01(\tH\x00\x12\x15\n\x0bscript_name\x18\x03 \x01(\tH\x00\x12\x13\n\x0bparams_json\x18\x04 \x01(\t\x12\x17\n\x0fhas_input_table\x18\x05 \x01(\x08\x12\"\n\x06limits\x18\x06 \x01(\x0b\x32\x12.pyclave.v1.LimitsB\x06\n\x04\x63ode\"U\n\x06Limits\x12\x1a\n\x12memory_limit_bytes\x18\x01 \x01(\x04\x12\x17\n\x0fwall_timeout_ms\x18\x02 \x01(\x04\x12\x16\n\x0e\x63pu_timeout_ms\x18\x03 \x01(\x04\"{\n\x08Response\x12\n\n\x02id\x18\x01 \x01(\x04\x12&\n\x07outcome\x18\x02 \x01(\x0b\x32\x13.pyclave.v1.OutcomeH\x00\x12\x33\n\x0eprotocol_error\x18\x03 \x01(\x0b\x32\x19.pyclave.v1.ProtocolErrorH\x00\x42\x06\n\x04\x62ody\" \n\rProtocolError\x12\x0f\n\x07message\x18\x01 \x01(\t\"\xb7\x03\n\x07Outcome\x12\x1c\n\x02ok\x18\x01 \x01(\x0b\x32\x0e.pyclave.v1.OkH\x00\x12+\n\nuser_error\x18\x02 \x01(\x0b\x32\x15.pyclave.v1.UserErrorH\x00\x12&\n\x07timeout\x18\x03 \x01(\x0b\x32\x13.pyclave.v1.TimeoutH\x00\x12\x30\n\rout_of_memory\x18\x04 \x01(\x0b\x32\x17.pyclave.v1.OutOfMemoryH\x00\x12$\n\x06killed\x18\x05 \x01(\x0b\x32\x12.pyclave.v1.KilledH\x00\x12\x35\n\x0foutput_rejected\x18\x06 \x01(\x0b\x32\x1a.pyclave.v1.OutputRejectedH\x00\x12(\n\x08rejected\x18\x07 \x01(\x0b\x32\x14.pyclave.v1.RejectedH\x00\x12*\n\x06stdout\x18\n \x01(\x0b\x32\x1a.pyclave.v1.CapturedOutput\x12*\n\x06stderr\x18\x0b \x01(\x0b\x32\x1a.pyclave.v1.CapturedOutput\x12 \n\x05usage\x18\x0c \x01(\x0b\x32\x11.pyclave.v1.UsageB\x06\n\x04kind\"%\n\x02Ok\x12\x11\n\thas_table\x18\x01 \x01(\x08\x12\x0c\n\x04json\x18\x02 \x01(\t\"=\n\tUserError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\x84\x01\n\x07Timeout\x12(\n\x05\x63lock\x18\x01 \x01(\x0e\x32\x19.pyclave.v1.Timeout.Clock\x12\x10\n\x08limit_ms\x18\x02 \x01(\x04\"=\n\x05\x43lock\x12\x15\n\x11\x43LOCK_UNSPECIFIED\x10\x00\x12\x0e\n\nCLOCK_WALL\x10\x01\x12\r\n\tCLOCK_CPU\x10\x02\"6\n\x0bOutOfMemory\x12\x13\n\x0blimit_bytes\x18\x01 \x01(\x04\x12\x12\n\npeak_bytes\x18\x02 \x01(\x04\"-\n\x06Killed\x12\x0e\n\x06signal\x18\x01 \x01(\x05\x12\x13\n\x0bsignal_name\x18\x02 \x01(\t\" \n\x0eOutputRejected\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa4\x02\n\x08Rejected\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.pyclave.v1.Rejected.Code\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xde\x01\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43ODE_QUEUE_FULL\x10\x01\x12\x17\n\x13\x43ODE_CODE_TOO_LARGE\x10\x02\x12\x19\n\x15\x43ODE_SCRIPT_NOT_FOUND\x10\x03\x12\x14\n\x10\x43ODE_BAD_REQUEST\x10\x04\x12\x17\n\x13\x43ODE_LIMIT_TOO_HIGH\x10\x05\x12\x18\n\x14\x43ODE_BAD_INPUT_TABLE\x10\x06\x12\x16\n\x12\x43ODE_SHUTTING_DOWN\x10\x07\x12\x16\n\x12\x43ODE_TOO_MANY_JOBS\x10\x08\"1\n\x0e\x43\x61pturedOutput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"d\n\x05Usage\x12\x15\n\rqueue_time_us\x18\x01 \x01(\x04\x12\x14\n\x0cwall_time_us\x18\x02 \x01(\x04\x12\x13\n\x0b\x63pu_time_us\x18\x03 \x01(\x04\x12\x19\n\x11peak_memory_bytes\x18\x04 \x01(\x04*G\n\x07JobKind\x12\x11\n\rJOB_KIND_AUTO\x10\x00\x12\x16\n\x12JOB_KIND_TRANSFORM\x10\x01\x12\x11\n\rJOB_KIND_EXEC\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14pyclave/v1/api.proto\x12\npyclave.v1\"3\n\x07Request\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x1c\n\x03job\x18\x02 \x01(\x0b\x32\x0f.pyclave.v1.Job\"\xb0\x01\n\x03Job\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.pyclave.v1.JobKind\x12\x15\n\x0binline_code\x18\x02 \x01(\tH\x00\x12\x15\n\x0bscript_name\x18\x03 \x01(\tH\x00\x12\x13\n\x0bparams_json\x18\x04 \x01(\t\x12\x17\n\x0fhas_input_table\x18\x05 \x01(\x08\x12\"\n\x06limits\x18\x06 \x01(\x0b\x32\x12.pyclave.v1.LimitsB\x06\n\x04\x63ode\"U\n\x06Limits\x12\x1a\n\x12memory_limit_bytes\x18\x01 \x01(\x04\x12\x17\n\x0fwall_timeout_ms\x18\x02 \x01(\x04\x12\x16\n\x0e\x63pu_timeout_ms\x18\x03 \x01(\x04\"{\n\x08Response\x12\n\n\x02id\x18\x01 \x01(\x04\x12&\n\x07outcome\x18\x02 \x01(\x0b\x32\x13.pyclave.v1.OutcomeH\x00\x12\x33\n\x0eprotocol_error\x18\x03 \x01(\x0b\x32\x19.pyclave.v1.ProtocolErrorH\x00\x42\x06\n\x04\x62ody\" \n\rProtocolError\x12\x0f\n\x07message\x18\x01 \x01(\t\"\xd0\x03\n\x07Outcome\x12\x1c\n\x02ok\x18\x01 \x01(\x0b\x32\x0e.pyclave.v1.OkH\x00\x12+\n\nuser_error\x18\x02 \x01(\x0b\x32\x15.pyclave.v1.UserErrorH\x00\x12&\n\x07timeout\x18\x03 \x01(\x0b\x32\x13.pyclave.v1.TimeoutH\x00\x12\x30\n\rout_of_memory\x18\x04 \x01(\x0b\x32\x17.pyclave.v1.OutOfMemoryH\x00\x12$\n\x06killed\x18\x05 \x01(\x0b\x32\x12.pyclave.v1.KilledH\x00\x12\x35\n\x0foutput_rejected\x18\x06 \x01(\x0b\x32\x1a.pyclave.v1.OutputRejectedH\x00\x12(\n\x08rejected\x18\x07 \x01(\x0b\x32\x14.pyclave.v1.RejectedH\x00\x12*\n\x06stdout\x18\n \x01(\x0b\x32\x1a.pyclave.v1.CapturedOutput\x12*\n\x06stderr\x18\x0b \x01(\x0b\x32\x1a.pyclave.v1.CapturedOutput\x12 \n\x05usage\x18\x0c \x01(\x0b\x32\x11.pyclave.v1.Usage\x12\x17\n\x0f\x64isabled_layers\x18\r \x03(\tB\x06\n\x04kind\"%\n\x02Ok\x12\x11\n\thas_table\x18\x01 \x01(\x08\x12\x0c\n\x04json\x18\x02 \x01(\t\"=\n\tUserError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\x84\x01\n\x07Timeout\x12(\n\x05\x63lock\x18\x01 \x01(\x0e\x32\x19.pyclave.v1.Timeout.Clock\x12\x10\n\x08limit_ms\x18\x02 \x01(\x04\"=\n\x05\x43lock\x12\x15\n\x11\x43LOCK_UNSPECIFIED\x10\x00\x12\x0e\n\nCLOCK_WALL\x10\x01\x12\r\n\tCLOCK_CPU\x10\x02\"6\n\x0bOutOfMemory\x12\x13\n\x0blimit_bytes\x18\x01 \x01(\x04\x12\x12\n\npeak_bytes\x18\x02 \x01(\x04\">\n\x06Killed\x12\x0e\n\x06signal\x18\x01 \x01(\x05\x12\x13\n\x0bsignal_name\x18\x02 \x01(\t\x12\x0f\n\x07syscall\x18\x03 \x01(\t\" \n\x0eOutputRejected\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa4\x02\n\x08Rejected\x12\'\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x19.pyclave.v1.Rejected.Code\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xde\x01\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43ODE_QUEUE_FULL\x10\x01\x12\x17\n\x13\x43ODE_CODE_TOO_LARGE\x10\x02\x12\x19\n\x15\x43ODE_SCRIPT_NOT_FOUND\x10\x03\x12\x14\n\x10\x43ODE_BAD_REQUEST\x10\x04\x12\x17\n\x13\x43ODE_LIMIT_TOO_HIGH\x10\x05\x12\x18\n\x14\x43ODE_BAD_INPUT_TABLE\x10\x06\x12\x16\n\x12\x43ODE_SHUTTING_DOWN\x10\x07\x12\x16\n\x12\x43ODE_TOO_MANY_JOBS\x10\x08\"1\n\x0e\x43\x61pturedOutput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"d\n\x05Usage\x12\x15\n\rqueue_time_us\x18\x01 \x01(\x04\x12\x14\n\x0cwall_time_us\x18\x02 \x01(\x04\x12\x13\n\x0b\x63pu_time_us\x18\x03 \x01(\x04\x12\x19\n\x11peak_memory_bytes\x18\x04 \x01(\x04*G\n\x07JobKind\x12\x11\n\rJOB_KIND_AUTO\x10\x00\x12\x16\n\x12JOB_KIND_TRANSFORM\x10\x01\x12\x11\n\rJOB_KIND_EXEC\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pyclave.v1.api_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBKIND']._serialized_start=1778
-  _globals['_JOBKIND']._serialized_end=1849
+  _globals['_JOBKIND']._serialized_start=1820
+  _globals['_JOBKIND']._serialized_end=1891
   _globals['_REQUEST']._serialized_start=36
   _globals['_REQUEST']._serialized_end=87
   _globals['_JOB']._serialized_start=90
@@ -44,27 +44,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROTOCOLERROR']._serialized_start=480
   _globals['_PROTOCOLERROR']._serialized_end=512
   _globals['_OUTCOME']._serialized_start=515
-  _globals['_OUTCOME']._serialized_end=954
-  _globals['_OK']._serialized_start=956
-  _globals['_OK']._serialized_end=993
-  _globals['_USERERROR']._serialized_start=995
-  _globals['_USERERROR']._serialized_end=1056
-  _globals['_TIMEOUT']._serialized_start=1059
-  _globals['_TIMEOUT']._serialized_end=1191
-  _globals['_TIMEOUT_CLOCK']._serialized_start=1130
-  _globals['_TIMEOUT_CLOCK']._serialized_end=1191
-  _globals['_OUTOFMEMORY']._serialized_start=1193
-  _globals['_OUTOFMEMORY']._serialized_end=1247
-  _globals['_KILLED']._serialized_start=1249
-  _globals['_KILLED']._serialized_end=1294
-  _globals['_OUTPUTREJECTED']._serialized_start=1296
-  _globals['_OUTPUTREJECTED']._serialized_end=1328
-  _globals['_REJECTED']._serialized_start=1331
-  _globals['_REJECTED']._serialized_end=1623
-  _globals['_REJECTED_CODE']._serialized_start=1401
-  _globals['_REJECTED_CODE']._serialized_end=1623
-  _globals['_CAPTUREDOUTPUT']._serialized_start=1625
-  _globals['_CAPTUREDOUTPUT']._serialized_end=1674
-  _globals['_USAGE']._serialized_start=1676
-  _globals['_USAGE']._serialized_end=1776
+  _globals['_OUTCOME']._serialized_end=979
+  _globals['_OK']._serialized_start=981
+  _globals['_OK']._serialized_end=1018
+  _globals['_USERERROR']._serialized_start=1020
+  _globals['_USERERROR']._serialized_end=1081
+  _globals['_TIMEOUT']._serialized_start=1084
+  _globals['_TIMEOUT']._serialized_end=1216
+  _globals['_TIMEOUT_CLOCK']._serialized_start=1155
+  _globals['_TIMEOUT_CLOCK']._serialized_end=1216
+  _globals['_OUTOFMEMORY']._serialized_start=1218
+  _globals['_OUTOFMEMORY']._serialized_end=1272
+  _globals['_KILLED']._serialized_start=1274
+  _globals['_KILLED']._serialized_end=1336
+  _globals['_OUTPUTREJECTED']._serialized_start=1338
+  _globals['_OUTPUTREJECTED']._serialized_end=1370
+  _globals['_REJECTED']._serialized_start=1373
+  _globals['_REJECTED']._serialized_end=1665
+  _globals['_REJECTED_CODE']._serialized_start=1443
+  _globals['_REJECTED_CODE']._serialized_end=1665
+  _globals['_CAPTUREDOUTPUT']._serialized_start=1667
+  _globals['_CAPTUREDOUTPUT']._serialized_end=1716
+  _globals['_USAGE']._serialized_start=1718
+  _globals['_USAGE']._serialized_end=1818
 # @@protoc_insertion_point(module_scope)

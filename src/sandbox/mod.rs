@@ -1,0 +1,218 @@
+//! Worker confinement, as the supervisor sees it: which layers the host
+//! supports ([`probe`]), which the config requires, the [`Plan`] handed to
+//! the zygote (the worker applies it right after fork, see
+//! `worker/pyclave_worker/confine.py`), and the uids workers run as
+//! ([`ids`]).
+//!
+//! Start-up fails closed: a layer the host cannot provide stops the server
+//! unless the config lowers it (`require_<layer> = false`); then every
+//! outcome lists it in `disabled_layers`.
+
+pub mod ids;
+pub mod probe;
+pub mod seccomp;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::worker::{Rlimit, SandboxPlan};
+
+const MIB: u64 = 1024 * 1024;
+
+/// One layer of defense, as named in configs, logs and outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    /// User, pid, mount, network, IPC, UTS and cgroup namespaces.
+    Namespaces,
+    /// A fresh read-only root with only Python and its libraries.
+    MinimalRoot,
+    /// A distinct unprivileged uid/gid, no capabilities, no_new_privs.
+    UnprivilegedUser,
+    /// The syscall allowlist.
+    Seccomp,
+    /// Per-job pids limit (cgroup) and rlimits; the memory limit is always on.
+    ResourceLimits,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 5] =
+        [Layer::Namespaces, Layer::MinimalRoot, Layer::UnprivilegedUser, Layer::Seccomp, Layer::ResourceLimits];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Namespaces => "namespaces",
+            Layer::MinimalRoot => "minimal_root",
+            Layer::UnprivilegedUser => "unprivileged_user",
+            Layer::Seccomp => "seccomp",
+            Layer::ResourceLimits => "resource_limits",
+        }
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `[sandbox]` in the config. Every layer is required by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    pub require_namespaces: bool,
+    pub require_minimal_root: bool,
+    pub require_unprivileged_user: bool,
+    pub require_seccomp: bool,
+    pub require_resource_limits: bool,
+    /// Workers run as uid and gid `uid_base + slot`; slots are never shared
+    /// by two live workers.
+    pub uid_base: u32,
+    /// Size cap of each job's private /tmp.
+    pub tmp_size_bytes: u64,
+    /// Processes and threads of a job (pids cgroup and RLIMIT_NPROC).
+    pub max_processes: u64,
+    pub max_open_files: u64,
+    /// RLIMIT_FSIZE; also bounds the output table the worker writes.
+    pub max_file_size_bytes: u64,
+    pub stack_bytes: u64,
+    /// More host paths bound read-only into every job's root (data, models).
+    pub extra_read_only_paths: Vec<PathBuf>,
+    /// Variables added to the jobs' environment (which is otherwise fixed).
+    pub environment: BTreeMap<String, String>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            require_namespaces: true,
+            require_minimal_root: true,
+            require_unprivileged_user: true,
+            require_seccomp: true,
+            require_resource_limits: true,
+            uid_base: 200_000,
+            tmp_size_bytes: 64 * MIB,
+            max_processes: 128,
+            max_open_files: 256,
+            max_file_size_bytes: 4096 * MIB,
+            stack_bytes: 8 * MIB,
+            extra_read_only_paths: Vec::new(),
+            environment: BTreeMap::new(),
+        }
+    }
+}
+
+impl SandboxConfig {
+    pub fn required(&self, layer: Layer) -> bool {
+        match layer {
+            Layer::Namespaces => self.require_namespaces,
+            Layer::MinimalRoot => self.require_minimal_root,
+            Layer::UnprivilegedUser => self.require_unprivileged_user,
+            Layer::Seccomp => self.require_seccomp,
+            Layer::ResourceLimits => self.require_resource_limits,
+        }
+    }
+}
+
+/// The environment of the zygote and of every job. Thread pools that would
+/// start at import are kept off: the zygote must fork single-threaded.
+pub const BASE_ENVIRONMENT: &[(&str, &str)] = &[
+    ("LANG", "C.UTF-8"),
+    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("HOME", "/tmp"),
+    ("TMPDIR", "/tmp"),
+    ("OPENBLAS_NUM_THREADS", "1"),
+    ("OMP_NUM_THREADS", "1"),
+    ("MKL_NUM_THREADS", "1"),
+    ("JE_ARROW_MALLOC_CONF", "background_thread:false"),
+    ("PYTHONDONTWRITEBYTECODE", "1"),
+];
+
+/// Directories of shared libraries Python and its extensions load, bound
+/// read-only (symlinks, as on merged-/usr systems, are recreated).
+const LIBRARY_PATHS: &[&str] =
+    &["/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/share/zoneinfo"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "confinement layer `{layer}` is required but unavailable on this host: {reason} \
+         (set `[sandbox] require_{layer} = false` to run without it)"
+    )]
+    Unavailable { layer: Layer, reason: String },
+    #[error("seccomp policy")]
+    Seccomp(#[from] seccomp::SeccompError),
+}
+
+/// What every worker applies, and which layers are off.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub zygote_plan: SandboxPlan,
+    pub disabled: Vec<Layer>,
+    pub uid_base: u32,
+    pub max_processes: u64,
+}
+
+impl Plan {
+    /// Decides every layer from what the host supports and the config
+    /// requires; fails when a required layer is unavailable.
+    pub fn decide(
+        config: &SandboxConfig,
+        support: &probe::HostSupport,
+        runtime: &crate::runtime_files::RuntimeDir,
+    ) -> Result<Self, SandboxError> {
+        let mut disabled = Vec::new();
+        for layer in Layer::ALL {
+            if let Err(reason) = support.get(layer) {
+                if config.required(layer) {
+                    return Err(SandboxError::Unavailable { layer, reason: reason.clone() });
+                }
+                tracing::warn!(%layer, %reason, "CONFINEMENT LOWERED: running jobs without this layer");
+                disabled.push(layer);
+            }
+        }
+        let on = |layer| !disabled.contains(&layer);
+        let mut environment: BTreeMap<String, String> =
+            BASE_ENVIRONMENT.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        environment.extend(config.environment.clone());
+        let mut read_only_paths: Vec<String> = LIBRARY_PATHS.iter().map(|p| (*p).to_owned()).collect();
+        read_only_paths.push(runtime.python_dir().display().to_string());
+        read_only_paths.extend(config.extra_read_only_paths.iter().map(|p| p.display().to_string()));
+        let rlimits = if on(Layer::ResourceLimits) {
+            let limit = |resource: i32, value: u64| Rlimit { resource: resource as u32, soft: value, hard: value };
+            vec![
+                limit(libc::RLIMIT_CORE as i32, 0),
+                limit(libc::RLIMIT_FSIZE as i32, config.max_file_size_bytes),
+                limit(libc::RLIMIT_NOFILE as i32, config.max_open_files),
+                limit(libc::RLIMIT_NPROC as i32, config.max_processes),
+                limit(libc::RLIMIT_STACK as i32, config.stack_bytes),
+            ]
+        } else {
+            Vec::new()
+        };
+        let zygote_plan = SandboxPlan {
+            namespaces: on(Layer::Namespaces),
+            minimal_root: on(Layer::MinimalRoot),
+            drop_privileges: on(Layer::UnprivilegedUser),
+            seccomp_filters: if on(Layer::Seccomp) { seccomp::compile()? } else { Vec::new() },
+            read_only_paths,
+            root_mount_point: runtime.root_mount_point().display().to_string(),
+            tmp_size_bytes: config.tmp_size_bytes,
+            rlimits,
+            environment: environment.into_iter().collect(),
+            sigsys_library: runtime.sigsys_library().display().to_string(),
+        };
+        Ok(Self { zygote_plan, disabled, uid_base: config.uid_base, max_processes: config.max_processes })
+    }
+
+    pub fn disabled_names(&self) -> Vec<String> {
+        self.disabled.iter().map(|layer| layer.name().to_owned()).collect()
+    }
+
+    pub fn limits_processes(&self) -> bool {
+        !self.disabled.contains(&Layer::ResourceLimits)
+    }
+}
