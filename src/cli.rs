@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Client, Reply};
 use crate::config::Config;
 use crate::proto::api::{CapturedOutput, Job, JobKind, Limits, job, outcome::Kind, rejected, timeout};
+use crate::sandbox::probe::HostSupport;
 use crate::server;
 
 #[derive(Debug, Parser)]
@@ -33,6 +34,14 @@ enum Command {
     },
     /// Run one job and print its outcome as JSON.
     Run(RunArgs),
+    /// Show, layer by layer, what confinement this host supports and what
+    /// `serve` would enforce; exits non-zero when `serve` would refuse to start.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,8 +109,66 @@ impl Cli {
                 Ok(exit_code::OK)
             }
             Command::Run(args) => run(args).await,
+            Command::Doctor { json, config } => doctor(&load_config(config.as_deref())?, json),
         }
     }
+}
+
+/// Probes the host as `serve` does and reports per layer.
+fn doctor(config: &Config, as_json: bool) -> Result<u8, Box<dyn std::error::Error>> {
+    let cgroups = crate::cgroup::Cgroups::init();
+    let has_pids = cgroups.as_ref().is_ok_and(|c| c.has_pids());
+    let support = HostSupport::probe(has_pids, config.sandbox.uid_base);
+    let mut layers = Vec::new();
+    let mut would_start = true;
+    match &cgroups {
+        Ok(cgroups) => layers.push(json!({
+            "layer": "memory_cgroup", "supported": true, "required": true, "enforced": true,
+            "detail": format!("cgroup {}", cgroups.version()),
+        })),
+        Err(error) => {
+            would_start = false;
+            layers.push(json!({
+                "layer": "memory_cgroup", "supported": false, "required": true, "enforced": false,
+                "detail": crate::zygote::error_chain(error),
+            }));
+        }
+    }
+    for (layer, supported) in support.layers() {
+        let required = config.sandbox.required(layer);
+        would_start &= supported.is_ok() || !required;
+        layers.push(json!({
+            "layer": layer.name(),
+            "supported": supported.is_ok(),
+            "required": required,
+            "enforced": supported.is_ok(),
+            "detail": supported.as_ref().err().cloned().unwrap_or_default(),
+        }));
+    }
+    if let Ok(cgroups) = cgroups {
+        cgroups.remove();
+    }
+    if as_json {
+        println!("{}", json!({ "serve_would_start": would_start, "layers": layers }));
+    } else {
+        println!("{:<18} {:<10} {:<9} {:<9} detail", "layer", "supported", "required", "enforced");
+        for layer in &layers {
+            let yes_no = |key: &str| if layer[key].as_bool() == Some(true) { "yes" } else { "no" };
+            println!(
+                "{:<18} {:<10} {:<9} {:<9} {}",
+                layer["layer"].as_str().unwrap_or(""),
+                yes_no("supported"),
+                yes_no("required"),
+                yes_no("enforced"),
+                layer["detail"].as_str().unwrap_or(""),
+            );
+        }
+        println!(
+            "\n`pyclave serve` {}",
+            if would_start { "would start" } else { "would refuse to start (fail closed)" }
+        );
+    }
+    Ok(if would_start { exit_code::OK } else { exit_code::ERROR })
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, crate::config::ConfigError> {
@@ -230,9 +297,11 @@ fn describe(reply: &Reply, output: Option<&Path>) -> Result<(Value, u8), Box<dyn
             exit_code::OUT_OF_MEMORY,
             json!({ "limit_bytes": oom.limit_bytes, "peak_bytes": oom.peak_bytes }),
         ),
-        Some(Kind::Killed(killed)) => {
-            ("killed", exit_code::KILLED, json!({ "signal": killed.signal, "signal_name": killed.signal_name }))
-        }
+        Some(Kind::Killed(killed)) => (
+            "killed",
+            exit_code::KILLED,
+            json!({ "signal": killed.signal, "signal_name": killed.signal_name, "syscall": killed.syscall }),
+        ),
         Some(Kind::OutputRejected(rejected)) => {
             ("output_rejected", exit_code::OUTPUT_REJECTED, json!({ "reason": rejected.reason }))
         }
@@ -253,6 +322,7 @@ fn describe(reply: &Reply, output: Option<&Path>) -> Result<(Value, u8), Box<dyn
         report.insert(key.into(), String::from_utf8_lossy(&data).into_owned().into());
         report.insert(format!("{key}_truncated"), truncated.into());
     }
+    report.insert("disabled_layers".into(), outcome.disabled_layers.clone().into());
     let usage = outcome.usage.unwrap_or_default();
     report.insert(
         "usage".into(),

@@ -129,6 +129,7 @@ impl Worker {
                 }
             };
         }
+        let spawn_requested = Instant::now();
         let (ours, theirs) = attempt!(std::os::unix::net::UnixStream::pair());
         let (stdout, stderr) = (attempt!(CapturePipe::new()), attempt!(CapturePipe::new()));
         // The worker joins its cgroup first thing, before it confines itself
@@ -151,7 +152,15 @@ impl Worker {
             stderr: tokio::spawn(capture(stderr.read, cap)),
         };
         match tokio::time::timeout(READY_TIMEOUT, worker.reader.recv::<WorkerEvent>()).await {
-            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(_)) }))) => Ok(worker),
+            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }))) => {
+                tracing::debug!(
+                    worker = id,
+                    spawn_to_ready_us = spawn_requested.elapsed().as_micros() as u64,
+                    confinement_us = ready.confinement_us,
+                    "worker ready"
+                );
+                Ok(worker)
+            }
             Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }))) => {
                 Err((WorkerError::Confinement(reason), worker.cgroup))
             }

@@ -216,3 +216,61 @@ impl Plan {
         !self.disabled.contains(&Layer::ResourceLimits)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::probe::HostSupport;
+    use super::*;
+
+    fn host(missing: &[Layer]) -> HostSupport {
+        HostSupport::described(
+            Layer::ALL
+                .iter()
+                .map(|layer| (*layer, if missing.contains(layer) { Err("not here".to_owned()) } else { Ok(()) }))
+                .collect(),
+        )
+    }
+
+    fn decide(config: &SandboxConfig, host: &HostSupport) -> Result<Plan, SandboxError> {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let runtime = crate::runtime_files::RuntimeDir::create(parent.path()).expect("runtime");
+        Plan::decide(config, host, &runtime)
+    }
+
+    #[test]
+    fn a_full_host_enforces_every_layer() {
+        let plan = decide(&SandboxConfig::default(), &host(&[])).expect("starts");
+        assert!(plan.disabled.is_empty());
+        let zygote = &plan.zygote_plan;
+        assert!(zygote.namespaces && zygote.minimal_root && zygote.drop_privileges);
+        assert_eq!(zygote.seccomp_filters.len(), 4);
+        assert_eq!(zygote.rlimits.len(), 5);
+        assert_eq!(zygote.environment.get("HOME").map(String::as_str), Some("/tmp"));
+        assert!(zygote.read_only_paths.iter().any(|path| path == "/usr/lib"));
+    }
+
+    #[test]
+    fn a_missing_required_layer_fails_closed_and_says_how_to_lower_it() {
+        let error = decide(&SandboxConfig::default(), &host(&[Layer::Seccomp])).expect_err("fails closed");
+        let message = error.to_string();
+        assert!(message.contains("`seccomp`") && message.contains("require_seccomp = false"), "{message}");
+    }
+
+    #[test]
+    fn a_lowered_layer_is_skipped_and_reported() {
+        let config =
+            SandboxConfig { require_seccomp: false, require_resource_limits: false, ..SandboxConfig::default() };
+        let plan = decide(&config, &host(&[Layer::Seccomp, Layer::ResourceLimits])).expect("starts lowered");
+        assert_eq!(plan.disabled_names(), ["seccomp", "resource_limits"]);
+        assert!(plan.zygote_plan.seccomp_filters.is_empty() && plan.zygote_plan.rlimits.is_empty());
+        assert!(!plan.limits_processes());
+        assert!(plan.zygote_plan.namespaces, "the other layers stay on");
+    }
+
+    #[test]
+    fn lowering_a_layer_the_host_has_keeps_it_on() {
+        let config = SandboxConfig { require_namespaces: false, ..SandboxConfig::default() };
+        let plan = decide(&config, &host(&[])).expect("starts");
+        assert!(plan.disabled.is_empty() && plan.zygote_plan.namespaces);
+    }
+}

@@ -46,6 +46,12 @@ impl HostSupport {
         }
     }
 
+    /// A host as described, for tests of the decisions built on it.
+    #[cfg(test)]
+    pub(crate) fn described(layers: Vec<(Layer, Result<(), String>)>) -> Self {
+        Self { layers }
+    }
+
     pub fn get(&self, layer: Layer) -> &Result<(), String> {
         &self.layers.iter().find(|(l, _)| *l == layer).expect("every layer is probed").1
     }

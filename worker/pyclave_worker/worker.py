@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 
 from . import confine, job, wire, worker_pb2
 
@@ -26,13 +27,15 @@ def run(spawn: worker_pb2.Spawn, plan: worker_pb2.SandboxPlan, channel_fd: int, 
     channel = socket.socket(fileno=channel_fd)
     # Confinement comes before `ready`: nothing of a job has arrived yet, and
     # nothing after this point is trusted.
+    started = time.perf_counter()
     try:
         confine.apply(plan, spawn.uid, spawn.gid, cgroup_fds,
                       keep_fds=(0, 1, 2, channel_fd), report_fd=channel_fd)
     except Exception as error:  # noqa: BLE001  (any failure: report it, serve nothing)
         _send(channel, worker_pb2.WorkerEvent(confinement_failed=f"{type(error).__name__}: {error}"))
         os._exit(1)
-    _send(channel, worker_pb2.WorkerEvent(ready=worker_pb2.WorkerReady()))
+    confinement_us = int((time.perf_counter() - started) * 1e6)
+    _send(channel, worker_pb2.WorkerEvent(ready=worker_pb2.WorkerReady(confinement_us=confinement_us)))
 
     reader = wire.FrameReader(channel, _MAX_JOB_FRAME_BYTES)
     frame = reader.read_frame()
