@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+cargo build --quiet --release --bins
 export PATH="$PWD/.venv/bin:$PATH"   # the default config runs `python3` from PATH
 dir=$(mktemp -d)
 socket="$dir/pyclave.sock"

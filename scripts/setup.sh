@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up for a fresh machine: the Python venv the
 # zygote runs in (pandas, pyarrow, numpy, protobuf) with the pyclave client
-# installed, and a release build of the supervisor.
+# installed, and a debug build of the supervisor (what the tests use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,4 +11,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 .venv/bin/pip install --quiet --disable-pip-version-check -e python/
-cargo build --quiet --release --bins
+cargo build --quiet --bins
