@@ -34,6 +34,8 @@ enum Command {
     },
     /// Run one job and print its outcome as JSON.
     Run(RunArgs),
+    /// Measure throughput and latency against the alternatives.
+    Bench(crate::bench::BenchArgs),
     /// Show, layer by layer, what confinement this host supports and what
     /// `serve` would enforce; exits non-zero when `serve` would refuse to start.
     Doctor {
@@ -109,6 +111,10 @@ impl Cli {
                 Ok(exit_code::OK)
             }
             Command::Run(args) => run(args).await,
+            Command::Bench(args) => {
+                crate::bench::run(args).await?;
+                Ok(exit_code::OK)
+            }
             Command::Doctor { json, config } => doctor(&load_config(config.as_deref())?, json),
         }
     }

@@ -14,9 +14,11 @@
 //! - The worker runs it and reports; the supervisor kills what is left,
 //!   learns the exit status from the [`reaper`], validates the output table
 //!   ([`output_table`], [`arrow_check`]) and builds the [`outcome`].
-//! - [`client`] is the Rust side of the socket, used by the CLI.
+//! - [`client`] is the Rust side of the socket, used by the CLI; [`bench`]
+//!   measures the whole path against the alternatives.
 
 pub mod arrow_check;
+pub mod bench;
 pub mod capture;
 pub mod cgroup;
 pub mod channel;

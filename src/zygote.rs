@@ -281,7 +281,7 @@ async fn serve(
 /// `program` as given when it has a slash, else the first match on the
 /// supervisor's own PATH (the zygote's PATH is a fixed minimal one). Not
 /// canonicalized: a venv's interpreter must keep its path to find the venv.
-fn resolve_program(program: &Path) -> Option<PathBuf> {
+pub fn resolve_program(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return Some(program.to_owned());
     }

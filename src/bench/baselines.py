@@ -1,0 +1,118 @@
+"""Baselines for `pyclave bench`: what callers would do without pyclave.
+
+Usage: python baselines.py MODE CODE_FILE INPUT_FILE JOBS
+  cold       a fresh `python -c` per job that imports pandas/pyarrow, reads the
+             input Arrow file, runs the code, writes the output (script runners)
+  bwrap      the same under bubblewrap (`bwrap` on PATH)
+  inprocess  the same work as a worker's job, in this process, unsandboxed
+  forkrate   fork+exit+wait of a process that imported pandas/pyarrow/numpy
+             and called gc.freeze(), like pyclave's zygote
+Prints one JSON object: {"latencies_us": [...]}.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+RUNNER = r"""
+import json, sys
+import pandas, pyarrow, pyarrow.ipc
+code_file, input_file, output_file = sys.argv[1:4]
+namespace = {}
+exec(compile(open(code_file).read(), code_file, "exec"), namespace)
+if "transform" in namespace:
+    table = pyarrow.ipc.open_file(pyarrow.memory_map(input_file)).read_all() if input_file else None
+    frame = table.to_pandas(split_blocks=True) if table is not None else pandas.DataFrame()
+    result = pyarrow.Table.from_pandas(namespace["transform"](frame, {}))
+    with pyarrow.OSFile(output_file, "wb") as sink, pyarrow.ipc.new_file(sink, result.schema) as writer:
+        writer.write_table(result)
+else:
+    json.dumps(namespace["main"]())
+"""
+
+BWRAP = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+         "--bind", "{out}", "{out}", "--unshare-all", "--die-with-parent", "--new-session"]
+
+
+def subprocess_per_job(code_file: str, input_file: str, jobs: int, sandbox: list[str]) -> list[int]:
+    latencies = []
+    with tempfile.TemporaryDirectory() as out:
+        output = os.path.join(out, "out.arrow")
+        prefix = [part.replace("{out}", out) for part in sandbox]
+        command = [*prefix, sys.executable, "-c", RUNNER, code_file, input_file, output]
+        for _ in range(jobs):
+            started = time.perf_counter()
+            subprocess.run(command, check=True, env={"PATH": os.environ.get("PATH", ""),
+                                                      "OPENBLAS_NUM_THREADS": "1"})
+            latencies.append(int((time.perf_counter() - started) * 1e6))
+    return latencies
+
+
+def in_process(code_file: str, input_file: str, jobs: int) -> list[int]:
+    import mmap
+
+    import pandas
+    import pyarrow
+    import pyarrow.ipc
+
+    namespace: dict = {}
+    exec(compile(open(code_file).read(), code_file, "exec"), namespace)
+    latencies = []
+    for _ in range(jobs):
+        started = time.perf_counter()
+        if "transform" in namespace:
+            frame = pandas.DataFrame()
+            if input_file:
+                with open(input_file, "rb") as handle:
+                    mapped = mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)
+                frame = pyarrow.ipc.open_file(pyarrow.py_buffer(mapped)).read_all().to_pandas(split_blocks=True)
+            result = pyarrow.Table.from_pandas(namespace["transform"](frame, {}))
+            fd = os.memfd_create("baseline-output")
+            with os.fdopen(fd, "wb") as sink, pyarrow.ipc.new_file(sink, result.schema) as writer:
+                writer.write_table(result)
+        else:
+            json.dumps(namespace["main"]())
+        latencies.append(int((time.perf_counter() - started) * 1e6))
+    return latencies
+
+
+def fork_rate(jobs: int) -> list[int]:
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401
+
+    gc.freeze()
+    latencies = []
+    for _ in range(jobs):
+        started = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        latencies.append(int((time.perf_counter() - started) * 1e6))
+    return latencies
+
+
+def main() -> None:
+    mode, code_file, input_file, jobs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    if mode == "cold":
+        latencies = subprocess_per_job(code_file, input_file, jobs, [])
+    elif mode == "bwrap":
+        latencies = subprocess_per_job(code_file, input_file, jobs, BWRAP)
+    elif mode == "inprocess":
+        latencies = in_process(code_file, input_file, jobs)
+    elif mode == "forkrate":
+        latencies = fork_rate(jobs)
+    else:
+        sys.exit(f"unknown mode {mode}")
+    print(json.dumps({"latencies_us": latencies}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+//! What `pyclave bench` reads off the system: latency percentiles, a
+//! process's CPU time, and the memory of the zygote and idle workers.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Latency summary of one run, in microseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latencies {
+    pub count: usize,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl Latencies {
+    pub fn of(samples: &mut [u64]) -> Self {
+        samples.sort_unstable();
+        let at = |fraction: f64| {
+            if samples.is_empty() {
+                return 0;
+            }
+            let index = ((samples.len() as f64 * fraction).ceil() as usize).saturating_sub(1);
+            samples[index.min(samples.len() - 1)]
+        };
+        Self {
+            count: samples.len(),
+            p50_us: at(0.50),
+            p90_us: at(0.90),
+            p99_us: at(0.99),
+            max_us: samples.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// User plus system CPU time a process has used so far.
+pub fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is 3rd, utime 14th, stime 15th.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos((ticks(11) + ticks(12)) * 1_000_000_000 / per_second)
+}
+
+/// `key` of `/proc/<pid>/<file>` in kB, as bytes.
+fn proc_kb(pid: u32, file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|kb| kb * 1024)
+    })
+}
+
+/// Resident set size.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    proc_kb(pid, "status", "VmRSS")
+}
+
+/// Proportional set size and unique (private) set size.
+pub fn pss_uss_bytes(pid: u32) -> Option<(u64, u64)> {
+    let pss = proc_kb(pid, "smaps_rollup", "Pss")?;
+    let uss = proc_kb(pid, "smaps_rollup", "Private_Clean")? + proc_kb(pid, "smaps_rollup", "Private_Dirty")?;
+    Some((pss, uss))
+}
+
+/// Children of `pid` (from `/proc/<pid>/task/*/children`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut samples: Vec<u64> = (1..=100).rev().collect();
+        let summary = Latencies::of(&mut samples);
+        assert_eq!((summary.p50_us, summary.p90_us, summary.p99_us, summary.max_us), (50, 90, 99, 100));
+        assert_eq!(Latencies::of(&mut []).p99_us, 0);
+        assert_eq!(Latencies::of(&mut [7]).p50_us, 7);
+    }
+
+    #[test]
+    fn own_process_figures_are_readable() {
+        let me = std::process::id();
+        assert!(rss_bytes(me).is_some_and(|rss| rss > 0));
+        let (pss, uss) = pss_uss_bytes(me).expect("smaps_rollup");
+        assert!(pss > 0 && uss > 0);
+        let busy = std::time::Instant::now();
+        while busy.elapsed() < Duration::from_millis(30) {}
+        assert!(process_cpu(me) > Duration::ZERO);
+    }
+}
