@@ -1,16 +1,23 @@
 //! Captures a worker's stdout or stderr from a pipe, up to a cap.
 //!
-//! Reading continues past the cap (the bytes are dropped) so a chatty job
-//! never blocks on a full pipe; the capture ends when every write end is
-//! closed, i.e. when the job's last process is gone.
+//! A task reads continuously (past the cap the bytes are dropped), so a
+//! chatty job never blocks on a full pipe. [`Capture::snapshot`] gives what
+//! was written so far, bytes still in the pipe included (for an answer sent
+//! before the job's processes are gone); [`Capture::finish`] waits for the
+//! end of the stream, i.e. for every writer to be gone.
 
+use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
+use tokio::task::JoinHandle;
 
 use crate::proto::api::CapturedOutput;
+
+const CHUNK_BYTES: usize = 64 * 1024;
 
 /// A pipe whose write end goes to a worker and whose read end is captured.
 pub struct CapturePipe {
@@ -19,7 +26,7 @@ pub struct CapturePipe {
 }
 
 impl CapturePipe {
-    pub fn new() -> std::io::Result<Self> {
+    pub fn new() -> io::Result<Self> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         // Only our end is non-blocking: pipe2 gives each end its own open
         // file description, and the worker's writes must block.
@@ -28,22 +35,90 @@ impl CapturePipe {
     }
 }
 
-/// Reads `read` to EOF, keeping the first `cap_bytes`.
-pub async fn capture(read: OwnedFd, cap_bytes: usize) -> CapturedOutput {
-    let mut output = CapturedOutput::default();
-    let Ok(mut receiver) = pipe::Receiver::from_owned_fd(read) else { return output };
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match receiver.read(&mut chunk).await {
-            Ok(0) | Err(_) => return output,
-            Ok(read) => {
-                let room = cap_bytes - output.data.len();
-                if read > room {
-                    output.truncated = true;
+struct Shared {
+    receiver: pipe::Receiver,
+    /// Held while reading *and* appending, so bytes keep their order.
+    output: Mutex<CapturedOutput>,
+    cap_bytes: usize,
+}
+
+/// How a read reaches the pipe.
+#[derive(Clone, Copy)]
+enum Via {
+    /// Through tokio, which clears the cached readiness on `WouldBlock`
+    /// (the reading task's way, so it sleeps until the next write).
+    Reactor,
+    /// Straight to the kernel, whatever tokio last saw (a snapshot must not
+    /// miss bytes tokio has not been told about yet).
+    Kernel,
+}
+
+impl Shared {
+    /// Reads what the pipe holds now; `Ok(true)` at the end of the stream.
+    fn read_available(&self, via: Via) -> io::Result<bool> {
+        let mut output = self.output.lock().expect("capture lock");
+        let mut chunk = [0u8; CHUNK_BYTES];
+        loop {
+            let read = match via {
+                Via::Reactor => self.receiver.try_read(&mut chunk),
+                Via::Kernel => nix::unistd::read(&self.receiver, &mut chunk).map_err(io::Error::from),
+            };
+            match read {
+                Ok(0) => return Ok(true),
+                Ok(read) => {
+                    let room = self.cap_bytes - output.data.len();
+                    if read > room {
+                        output.truncated = true;
+                    }
+                    output.data.extend_from_slice(&chunk[..read.min(room)]);
                 }
-                output.data.extend_from_slice(&chunk[..read.min(room)]);
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(error) => return Err(error),
             }
         }
+    }
+}
+
+pub struct Capture {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Capture {
+    /// Starts capturing `read`, keeping the first `cap_bytes`.
+    pub fn start(read: OwnedFd, cap_bytes: usize) -> io::Result<Self> {
+        let shared = Arc::new(Shared {
+            receiver: pipe::Receiver::from_owned_fd(read)?,
+            output: Mutex::new(CapturedOutput::default()),
+            cap_bytes,
+        });
+        let reader = Arc::clone(&shared);
+        let task = tokio::spawn(async move {
+            loop {
+                if reader.receiver.readable().await.is_err() {
+                    return;
+                }
+                match reader.read_available(Via::Reactor) {
+                    Ok(false) => {}
+                    Ok(true) | Err(_) => return,
+                }
+            }
+        });
+        Ok(Self { shared, task })
+    }
+
+    /// What was written so far, including bytes still in the pipe.
+    pub fn snapshot(&self) -> CapturedOutput {
+        let _ = self.shared.read_available(Via::Kernel);
+        self.shared.output.lock().expect("capture lock").clone()
+    }
+
+    /// Everything, once every write end is closed (or `timeout` passed).
+    pub async fn finish(mut self, timeout: Duration) -> CapturedOutput {
+        if tokio::time::timeout(timeout, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+        self.snapshot()
     }
 }
 
@@ -52,24 +127,32 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    const LONG: Duration = Duration::from_secs(10);
+
     #[tokio::test]
     async fn keeps_the_first_bytes_and_flags_the_rest() {
         let pipe = CapturePipe::new().expect("pipe");
-        let reader = tokio::spawn(capture(pipe.read, 10));
+        let capture = Capture::start(pipe.read, 10).expect("capture");
         let mut write = std::fs::File::from(pipe.write);
         // More than a pipe buffer: the writer must never block on us.
         tokio::task::spawn_blocking(move || write.write_all(&vec![b'x'; 1 << 20])).await.expect("join").expect("write");
-        let output = reader.await.expect("join");
+        let output = capture.finish(LONG).await;
         assert_eq!(output.data, b"xxxxxxxxxx");
         assert!(output.truncated);
     }
 
     #[tokio::test]
-    async fn small_output_is_whole() {
+    async fn a_snapshot_has_everything_written_so_far() {
         let pipe = CapturePipe::new().expect("pipe");
-        let reader = tokio::spawn(capture(pipe.read, 10));
-        std::fs::File::from(pipe.write).write_all(b"hi\n").expect("write");
-        let output = reader.await.expect("join");
-        assert_eq!((output.data.as_slice(), output.truncated), (&b"hi\n"[..], false));
+        let capture = Capture::start(pipe.read, 100).expect("capture");
+        let mut write = std::fs::File::from(pipe.write);
+        write.write_all(b"one\n").expect("write");
+        write.write_all(b"two\n").expect("write");
+        // The writer is still open: no end of stream, yet nothing is missing.
+        let snapshot = capture.snapshot();
+        assert_eq!((snapshot.data.as_slice(), snapshot.truncated), (&b"one\ntwo\n"[..], false));
+        write.write_all(b"three\n").expect("write");
+        drop(write);
+        assert_eq!(capture.finish(LONG).await.data, b"one\ntwo\nthree\n");
     }
 }

@@ -264,8 +264,6 @@ async fn worker_task(shared: Arc<Shared>) {
     let orphaned = assigned.try_recv().ok();
     match end {
         IdleEnd::Assigned(Assignment { job, _running }) => {
-            // The replacement forks while this job runs.
-            shared.replace_worker();
             let QueuedJob { id: job_id, spec, accepted_at, cancel, reply, in_flight, lost_workers } = job;
             match worker.run(spec, &settings, &cancel, accepted_at.elapsed()).await {
                 RunEnd::Finished(finished) => {
@@ -293,6 +291,10 @@ async fn worker_task(shared: Arc<Shared>) {
                     }
                 }
             }
+            // The replacement forks once this job is answered: forking a
+            // pandas-sized zygote and confining the child takes CPU the job
+            // would otherwise compete for (other warm workers serve meanwhile).
+            shared.replace_worker();
         }
         IdleEnd::Died(_) if shared.shutdown.is_cancelled() => worker.retire().await,
         IdleEnd::Died(status) => {

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{CapturePipe, capture};
+use crate::capture::{Capture, CapturePipe};
 use crate::cgroup::{CgroupError, JobCgroup};
 use crate::channel::{self, ChannelError, FrameReader, FrameWriter};
 use crate::config::{JobLimits, OutputLimits};
@@ -31,6 +30,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the exit status and the pipes once the job's
 /// processes have been killed.
 const REAP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker that reported its result gets to exit by itself.
+const EXIT_AFTER_RESULT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long to read what a dead worker left in its channel (its processes
 /// are all gone by then, so the end of the stream is near).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -93,8 +94,8 @@ pub struct Worker {
     reader: FrameReader,
     writer: FrameWriter,
     exit: oneshot::Receiver<ExitStatus>,
-    stdout: JoinHandle<CapturedOutput>,
-    stderr: JoinHandle<CapturedOutput>,
+    stdout: Capture,
+    stderr: Capture,
 }
 
 impl Worker {
@@ -141,6 +142,8 @@ impl Worker {
         let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
         let (reader, writer) = channel::split(attempt!(UnixStream::from_std(ours)), max_frame as usize);
         let cap = settings.limits.max_captured_output_bytes as usize;
+        let stdout_capture = attempt!(Capture::start(stdout.read, cap));
+        let stderr_capture = attempt!(Capture::start(stderr.read, cap));
         let mut worker = Self {
             pid: spawned.pid,
             cgroup,
@@ -148,8 +151,8 @@ impl Worker {
             reader,
             writer,
             exit: spawned.exit,
-            stdout: tokio::spawn(capture(stdout.read, cap)),
-            stderr: tokio::spawn(capture(stderr.read, cap)),
+            stdout: stdout_capture,
+            stderr: stderr_capture,
         };
         match tokio::time::timeout(READY_TIMEOUT, worker.reader.recv::<WorkerEvent>()).await {
             Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }))) => {
@@ -272,6 +275,25 @@ impl Worker {
             return RunEnd::Cancelled;
         };
 
+        let blocked_syscall = progress.blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
+        if let Ending::Reported(result) = &ending
+            && !reports_table(result)
+        {
+            // Nothing more can come from this job that its outcome needs:
+            // the worker flushed its output before reporting. Answer now;
+            // the processes are killed and reaped after.
+            let cpu_time = self.cgroup.cpu_usage().unwrap_or_default().saturating_sub(cpu_baseline);
+            let peak_memory_bytes = self.cgroup.peak_memory_bytes().unwrap_or_default();
+            let oom_kills = self.cgroup.oom_kills().unwrap_or_default();
+            let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
+            let wall_time = dispatched_at.elapsed();
+            tokio::spawn(self.clean_up(exit.is_some()));
+            let kind =
+                outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
+            let usage = usage(queue_time, wall_time, cpu_time, peak_memory_bytes);
+            return RunEnd::Finished(finished(kind, stdout, stderr, usage, settings, None));
+        }
+
         // Nothing of the job may run past this point: not a lingering child
         // writing to the output, not a process holding the pipes open.
         if let Err(error) = self.cgroup.kill_all().await {
@@ -291,16 +313,19 @@ impl Worker {
             exit = tokio::time::timeout(REAP_TIMEOUT, &mut self.exit).await.ok().and_then(Result::ok);
         }
         let wall_time = dispatched_at.elapsed();
-        let stdout = collect(self.stdout).await;
-        let stderr = collect(self.stderr).await;
+        let stdout = self.stdout.finish(REAP_TIMEOUT).await;
+        let stderr = self.stderr.finish(REAP_TIMEOUT).await;
         let cpu_time = self.cgroup.cpu_usage().unwrap_or_default().saturating_sub(cpu_baseline);
         let peak_memory_bytes = self.cgroup.peak_memory_bytes().unwrap_or_default();
         let oom_kills = self.cgroup.oom_kills().unwrap_or_default();
-        if let Err(error) = self.cgroup.remove() {
-            tracing::warn!(%error, "cannot remove a job cgroup");
-        }
+        // The cgroup is empty: removing it need not delay the answer.
+        let cgroup = self.cgroup;
+        tokio::spawn(async move {
+            if let Err(error) = cgroup.remove() {
+                tracing::warn!(%error, "cannot remove a job cgroup");
+            }
+        });
 
-        let blocked_syscall = progress.blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
         let mut kind =
             outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
         let mut table = None;
@@ -313,22 +338,19 @@ impl Worker {
                 None => kind = outcome::output_rejected("the job reported a table it had no file for".into()),
             }
         }
-        let usage = Usage {
-            queue_time_us: queue_time.as_micros() as u64,
-            wall_time_us: wall_time.as_micros() as u64,
-            cpu_time_us: cpu_time.as_micros() as u64,
-            peak_memory_bytes,
-        };
-        RunEnd::Finished(Finished {
-            outcome: api::Outcome {
-                kind: Some(kind),
-                stdout: Some(stdout),
-                stderr: Some(stderr),
-                usage: Some(usage),
-                disabled_layers: settings.disabled_layers.to_vec(),
-            },
-            table,
-        })
+        let usage = usage(queue_time, wall_time, cpu_time, peak_memory_bytes);
+        RunEnd::Finished(finished(kind, stdout, stderr, usage, settings, table))
+    }
+
+    /// Kills what is left of an answered job, waits until it is gone, and
+    /// removes its cgroup; the uid is free again after.
+    async fn clean_up(mut self, exited: bool) {
+        if !exited {
+            // The worker exits right after reporting: let it, rather than
+            // kill and poll (lingering children are killed next).
+            let _ = tokio::time::timeout(EXIT_AFTER_RESULT_TIMEOUT, &mut self.exit).await;
+        }
+        self.retire().await;
     }
 }
 
@@ -384,13 +406,37 @@ async fn cpu_deadline(cgroup: &JobCgroup, baseline: Duration, limit: Duration, c
     }
 }
 
-async fn collect(mut capture: JoinHandle<CapturedOutput>) -> CapturedOutput {
-    match tokio::time::timeout(REAP_TIMEOUT, &mut capture).await {
-        Ok(Ok(output)) => output,
-        _ => {
-            capture.abort();
-            CapturedOutput::default()
-        }
+/// Whether the worker says it wrote an output table.
+fn reports_table(result: &crate::proto::worker::JobResult) -> bool {
+    matches!(&result.result, Some(crate::proto::worker::job_result::Result::Ok(ok)) if ok.wrote_table)
+}
+
+fn usage(queue_time: Duration, wall_time: Duration, cpu_time: Duration, peak_memory_bytes: u64) -> Usage {
+    Usage {
+        queue_time_us: queue_time.as_micros() as u64,
+        wall_time_us: wall_time.as_micros() as u64,
+        cpu_time_us: cpu_time.as_micros() as u64,
+        peak_memory_bytes,
+    }
+}
+
+fn finished(
+    kind: Kind,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+    usage: Usage,
+    settings: &WorkerSettings<'_>,
+    table: Option<OwnedFd>,
+) -> Finished {
+    Finished {
+        outcome: api::Outcome {
+            kind: Some(kind),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            usage: Some(usage),
+            disabled_layers: settings.disabled_layers.to_vec(),
+        },
+        table,
     }
 }
 
