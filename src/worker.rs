@@ -14,7 +14,9 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::{Capture, CapturePipe};
-use crate::cgroup::{CgroupError, JobCgroup};
+use std::sync::Arc;
+
+use crate::cgroup::{CgroupError, Cgroups, JobCgroup};
 use crate::channel::{self, ChannelError, FrameReader, FrameWriter};
 use crate::config::{JobLimits, OutputLimits};
 use crate::job::JobSpec;
@@ -59,7 +61,7 @@ pub enum WorkerError {
 /// What the worker needs from the server.
 pub struct WorkerSettings<'a> {
     pub zygote: &'a Zygote,
-    pub cgroups: &'a crate::cgroup::Cgroups,
+    pub cgroups: &'a Arc<Cgroups>,
     pub uids: &'a UidPool,
     pub limits: &'a JobLimits,
     pub output: &'a OutputLimits,
@@ -89,6 +91,9 @@ pub struct Finished {
 pub struct Worker {
     pid: nix::unistd::Pid,
     cgroup: JobCgroup,
+    /// The cgroup's OOM-kill count before this worker (cgroups are reused).
+    oom_kills_before: u64,
+    cgroups: Arc<Cgroups>,
     /// The worker's uid is its own until every process of it is gone.
     _uid: UidLease,
     reader: FrameReader,
@@ -101,16 +106,13 @@ pub struct Worker {
 impl Worker {
     pub async fn start(settings: &WorkerSettings<'_>, id: u64) -> Result<Self, WorkerError> {
         let uid = settings.uids.lease().await;
-        let cgroup = settings.cgroups.create_job(
-            &format!("w{id}"),
-            settings.limits.memory_limit_bytes,
-            settings.max_processes,
-        )?;
+        let cgroup = settings.cgroups.acquire_job(settings.limits.memory_limit_bytes, settings.max_processes)?;
         match Self::spawn_into(settings, id, uid, cgroup).await {
             Ok(worker) => Ok(worker),
             Err((error, cgroup)) => {
-                let _ = cgroup.kill_all().await;
-                let _ = cgroup.remove();
+                if cgroup.kill_all().await.is_ok() {
+                    settings.cgroups.release_job(cgroup);
+                }
                 Err(error)
             }
         }
@@ -136,6 +138,7 @@ impl Worker {
         // The worker joins its cgroup first thing, before it confines itself
         // and long before any job reaches it.
         let cgroup_procs = attempt!(cgroup.open_procs_files());
+        let oom_kills_before = attempt!(cgroup.oom_kills());
         let fds = WorkerFds { control: theirs.into(), stdout: stdout.write, stderr: stderr.write, cgroup_procs };
         let spawned = attempt!(settings.zygote.spawn(id, uid.uid(), fds).await);
         attempt!(ours.set_nonblocking(true));
@@ -147,6 +150,8 @@ impl Worker {
         let mut worker = Self {
             pid: spawned.pid,
             cgroup,
+            oom_kills_before,
+            cgroups: Arc::clone(settings.cgroups),
             _uid: uid,
             reader,
             writer,
@@ -182,6 +187,10 @@ impl Worker {
         (&mut self.exit).await.ok()
     }
 
+    fn oom_kills_since_start(&self) -> u64 {
+        self.cgroup.oom_kills().unwrap_or_default().saturating_sub(self.oom_kills_before)
+    }
+
     /// Reads the events a dead worker left in the channel, up to its end.
     async fn drain_events(&mut self, progress: &mut Progress) -> Ending {
         loop {
@@ -197,9 +206,9 @@ impl Worker {
 
     /// Retires an idle worker that will get no job.
     pub async fn retire(self) {
-        let _ = self.cgroup.kill_all().await;
-        if let Err(error) = self.cgroup.remove() {
-            tracing::warn!(%error, "cannot remove a worker cgroup");
+        match self.cgroup.kill_all().await {
+            Ok(()) => self.cgroups.release_job(self.cgroup),
+            Err(error) => tracing::error!(%error, "cannot empty a job cgroup; leaving it"),
         }
     }
 
@@ -284,7 +293,7 @@ impl Worker {
             // the processes are killed and reaped after.
             let cpu_time = self.cgroup.cpu_usage().unwrap_or_default().saturating_sub(cpu_baseline);
             let peak_memory_bytes = self.cgroup.peak_memory_bytes().unwrap_or_default();
-            let oom_kills = self.cgroup.oom_kills().unwrap_or_default();
+            let oom_kills = self.oom_kills_since_start();
             let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
             let wall_time = dispatched_at.elapsed();
             tokio::spawn(self.clean_up(exit.is_some()));
@@ -317,14 +326,10 @@ impl Worker {
         let stderr = self.stderr.finish(REAP_TIMEOUT).await;
         let cpu_time = self.cgroup.cpu_usage().unwrap_or_default().saturating_sub(cpu_baseline);
         let peak_memory_bytes = self.cgroup.peak_memory_bytes().unwrap_or_default();
-        let oom_kills = self.cgroup.oom_kills().unwrap_or_default();
-        // The cgroup is empty: removing it need not delay the answer.
-        let cgroup = self.cgroup;
-        tokio::spawn(async move {
-            if let Err(error) = cgroup.remove() {
-                tracing::warn!(%error, "cannot remove a job cgroup");
-            }
-        });
+        let oom_kills = self.cgroup.oom_kills().unwrap_or_default().saturating_sub(self.oom_kills_before);
+        // The cgroup is empty: handing it back need not delay the answer.
+        let (cgroups, cgroup) = (self.cgroups, self.cgroup);
+        tokio::spawn(async move { cgroups.release_job(cgroup) });
 
         let mut kind =
             outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
@@ -343,7 +348,7 @@ impl Worker {
     }
 
     /// Kills what is left of an answered job, waits until it is gone, and
-    /// removes its cgroup; the uid is free again after.
+    /// hands back its cgroup; the uid is free again after.
     async fn clean_up(mut self, exited: bool) {
         if !exited {
             // The worker exits right after reporting: let it, rather than

@@ -21,6 +21,9 @@ use measure::Latencies;
 use workloads::{TableSize, Workload};
 
 const BASELINES_PY: &str = include_str!("baselines.py");
+/// Pause between jobs of the warm-pool latency run: longer than a worker
+/// takes to be forked and confined.
+const WARM_PACE: Duration = Duration::from_millis(40);
 
 /// Options of `pyclave bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -84,8 +87,13 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
 
     progress("warming up");
-    run_level(&socket, &workloads::TRIVIAL, None, 2, 40).await?;
+    run_level(&socket, &workloads::TRIVIAL, None, 2, 40, None).await?;
     let idle_memory = idle_memory(supervisor.pid());
+    // Latency with a warm pool: one job at a time, paced so the pool refills.
+    let cpu_before = measure::process_cpu(supervisor.pid());
+    let mut warm = run_level(&socket, &workloads::TRIVIAL, None, 1, 100 * scale, Some(WARM_PACE)).await?;
+    warm.supervisor_cpu_per_job_us =
+        (measure::process_cpu(supervisor.pid()) - cpu_before).as_secs_f64() * 1e6 / warm.jobs as f64;
 
     let mut levels = Vec::new();
     for workload in workloads::ALL {
@@ -93,7 +101,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         for &callers in &args.concurrency {
             let input = input_of(&workload).map(|(_, fd, ..)| fd);
             let cpu_before = measure::process_cpu(supervisor.pid());
-            let mut level = run_level(&socket, &workload, input, callers, jobs.max(callers)).await?;
+            let mut level = run_level(&socket, &workload, input, callers, jobs.max(callers), None).await?;
             let cpu = measure::process_cpu(supervisor.pid()) - cpu_before;
             level.supervisor_cpu_per_job_us = cpu.as_secs_f64() * 1e6 / level.jobs as f64;
             levels.push(level);
@@ -149,6 +157,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let report = json!({
         "machine": machine(),
         "workers": supervisor.workers,
+        "warm_pool_latency": warm,
         "levels": levels,
         "baselines": baselines,
         "fork_exit_wait_floor": fork_floor,
@@ -158,7 +167,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.json {
         println!("{report}");
     } else {
-        print_tables(&levels, &baselines, &fork_floor, &report);
+        print_tables(&warm, &levels, &baselines, &fork_floor, &report);
     }
     Ok(())
 }
@@ -219,13 +228,15 @@ fn job_for(workload: &Workload) -> Job {
     Job { kind: workload.kind.into(), code: Some(job::Code::InlineCode(workload.code.into())), ..Job::default() }
 }
 
-/// `jobs` jobs from `callers` concurrent connections, each closed-loop.
+/// `jobs` jobs from `callers` concurrent connections, each closed-loop
+/// (or, with `pace`, waiting that long between jobs).
 async fn run_level(
     socket: &Path,
     workload: &Workload,
     input: Option<&OwnedFd>,
     callers: usize,
     jobs: usize,
+    pace: Option<Duration>,
 ) -> Result<LevelResult, Box<dyn std::error::Error>> {
     let per_caller = jobs.div_ceil(callers);
     let started = Instant::now();
@@ -238,6 +249,9 @@ async fn run_level(
             let mut latencies = Vec::with_capacity(per_caller);
             let mut failed = 0;
             for _ in 0..per_caller {
+                if let Some(pace) = pace {
+                    tokio::time::sleep(pace).await;
+                }
                 let sent = Instant::now();
                 let reply = client.run(job.clone(), input.as_ref().map(AsFd::as_fd)).await;
                 latencies.push(sent.elapsed().as_micros() as u64);
@@ -370,6 +384,7 @@ fn ms(us: u64) -> String {
 }
 
 fn print_tables(
+    warm: &LevelResult,
     levels: &[LevelResult],
     baselines: &[BaselineResult],
     fork_floor: &Latencies,
@@ -377,6 +392,15 @@ fn print_tables(
 ) {
     println!("machine: {}", report["machine"]);
     println!("supervisor: {} warm workers, every confinement layer on\n", report["workers"]);
+    println!(
+        "trivial exec, warm pool (1 caller, {} ms between jobs): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms, supervisor CPU {:.0} µs/job\n",
+        WARM_PACE.as_millis(),
+        ms(warm.latency.p50_us),
+        ms(warm.latency.p90_us),
+        ms(warm.latency.p99_us),
+        ms(warm.latency.max_us),
+        warm.supervisor_cpu_per_job_us,
+    );
     println!(
         "{:<46} {:>5} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>12}",
         "pyclave", "calls", "jobs", "jobs/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "sup CPU/job"

@@ -39,10 +39,19 @@ pub enum CgroupError {
     Unkillable { path: PathBuf },
 }
 
-/// Which cgroup version the host gives us, with the instance directories.
+/// A released job cgroup charged with more than this (page cache, an output
+/// table the caller still holds) is removed instead of reused: its charges
+/// would count against the next job.
+const REUSE_MAX_CHARGED_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Which cgroup version the host gives us, with the instance directories,
+/// and the job cgroups that are free for reuse (creating and removing a
+/// cgroup per job costs more than the rest of the supervisor's work).
 #[derive(Debug)]
 pub struct Cgroups {
     layout: Layout,
+    free: std::sync::Mutex<Vec<JobCgroup>>,
+    next_job: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -66,7 +75,7 @@ impl Cgroups {
         } else {
             return Err(CgroupError::NoMemoryController);
         };
-        Ok(Self { layout })
+        Ok(Self { layout, free: std::sync::Mutex::new(Vec::new()), next_job: std::sync::atomic::AtomicU64::new(1) })
     }
 
     /// "v1" or "v2", for start-up logs.
@@ -85,8 +94,39 @@ impl Cgroups {
         }
     }
 
-    /// Creates the cgroup a worker and its job will run in.
-    pub fn create_job(
+    /// A cgroup for a worker and its job: a free one, or a new one.
+    pub fn acquire_job(&self, memory_limit_bytes: u64, max_processes: Option<u64>) -> Result<JobCgroup, CgroupError> {
+        let reused = self.free.lock().expect("cgroup pool lock").pop();
+        match reused {
+            Some(job) => {
+                job.set_memory_limit(memory_limit_bytes)?;
+                Ok(job)
+            }
+            None => {
+                let name = format!("j{}", self.next_job.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                self.create_job(&name, memory_limit_bytes, max_processes)
+            }
+        }
+    }
+
+    /// Takes back an empty job cgroup: kept for reuse when nothing is
+    /// charged to it any more, removed otherwise.
+    pub fn release_job(&self, job: JobCgroup) {
+        let reusable = match &job {
+            JobCgroup::V1(v1) => {
+                v1.charged_bytes().is_ok_and(|bytes| bytes <= REUSE_MAX_CHARGED_BYTES) && v1.reset_peak().is_ok()
+            }
+            // memory.peak cannot be reset on every v2 kernel: start afresh.
+            JobCgroup::V2(_) => false,
+        };
+        if reusable {
+            self.free.lock().expect("cgroup pool lock").push(job);
+        } else if let Err(error) = job.remove() {
+            tracing::warn!(%error, "cannot remove a job cgroup");
+        }
+    }
+
+    fn create_job(
         &self,
         name: &str,
         memory_limit_bytes: u64,
@@ -108,6 +148,7 @@ impl Cgroups {
 
     /// Kills whatever still runs in this run's job cgroups and removes them.
     pub fn remove(&self) {
+        self.free.lock().expect("cgroup pool lock").clear();
         match &self.layout {
             Layout::V1(instance) => instance.remove(),
             Layout::V2(instance) => instance.remove(),

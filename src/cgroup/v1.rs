@@ -96,6 +96,16 @@ impl Job {
         read_u64(&self.memory.join("memory.max_usage_in_bytes"))
     }
 
+    /// Memory still charged to the (empty) cgroup.
+    pub(super) fn charged_bytes(&self) -> Result<u64, CgroupError> {
+        read_u64(&self.memory.join("memory.usage_in_bytes"))
+    }
+
+    /// Restarts the peak from the current usage, for the next job.
+    pub(super) fn reset_peak(&self) -> Result<(), CgroupError> {
+        write(&self.memory.join("memory.max_usage_in_bytes"), "0")
+    }
+
     pub(super) fn oom_kills(&self) -> Result<u64, CgroupError> {
         read_key(&self.memory.join("memory.oom_control"), "oom_kill")
     }
