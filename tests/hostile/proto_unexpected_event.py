@@ -1,0 +1,22 @@
+# expect: output_rejected reason~="the worker broke the protocol: unexpected message WorkerEvent { event: Some(Ready("
+# must-not: confuse the supervisor's worker state machine by sending `ready` again in the middle of a job
+import os
+import socket
+
+from pyclave_worker import wire, worker_pb2
+
+
+def channel_fd():
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                return int(name)
+        except OSError:
+            pass
+    raise RuntimeError("no channel socket")
+
+
+def main():
+    channel = socket.socket(fileno=channel_fd())
+    wire.send_frame(channel, worker_pb2.WorkerEvent(ready=worker_pb2.WorkerReady()).SerializeToString())
+    os._exit(0)

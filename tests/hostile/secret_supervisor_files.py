@@ -1,0 +1,28 @@
+# expect: ok value={"config": "FileNotFoundError", "socket": "FileNotFoundError", "socket_dir": "FileNotFoundError", "run": ["<runtime>"], "runtime": ["python"]}
+# must-not: read the supervisor's config file or see its socket directory; see more of the runtime directory than the read-only worker code
+import os
+import sys
+
+
+def attempt(path):
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb") as target:
+                target.read()
+        return "read"
+    except OSError as error:
+        return type(error).__name__
+
+
+def main():
+    runtime = os.path.dirname(sys.modules["pyclave_worker"].__path__[0])  # /run/pyclave-<pid>/python
+    runtime_name = os.path.basename(os.path.dirname(runtime))
+    return {
+        "config": attempt("{{CONFIG_PATH}}"),
+        "socket": attempt("{{SOCKET_PATH}}"),
+        "socket_dir": attempt(os.path.dirname("{{SOCKET_PATH}}")),
+        "run": ["<runtime>" if name == runtime_name else name for name in sorted(os.listdir("/run"))],
+        "runtime": sorted(os.listdir(os.path.dirname(runtime))),
+    }
