@@ -60,12 +60,17 @@ pub fn classify(evidence: Evidence) -> Kind {
         }
         Ending::Reported(JobResult { result: None }) => output_rejected("the worker sent an empty result".into()),
         Ending::Malformed(reason) => output_rejected(format!("the worker broke the protocol: {reason}")),
+        // Seccomp refused a syscall: that is how it ended, even if the
+        // process was finished off by our SIGKILL.
+        Ending::Died if blocked_syscall.is_some() => Kind::Killed(api::Killed {
+            signal: libc::SIGSYS,
+            signal_name: signal_name(libc::SIGSYS),
+            syscall: blocked_syscall.unwrap_or_default(),
+        }),
         Ending::Died => match exit {
-            Some(ExitStatus::Signal(signal)) => Kind::Killed(api::Killed {
-                signal,
-                signal_name: signal_name(signal),
-                syscall: if signal == libc::SIGSYS { blocked_syscall.unwrap_or_default() } else { String::new() },
-            }),
+            Some(ExitStatus::Signal(signal)) => {
+                Kind::Killed(api::Killed { signal, signal_name: signal_name(signal), syscall: String::new() })
+            }
             Some(ExitStatus::Code(code)) => Kind::UserError(api::UserError {
                 r#type: "ProcessExit".into(),
                 message: format!("the job's process exited with status {code} before returning a result"),
@@ -145,6 +150,13 @@ mod tests {
             classify(evidence),
             Kind::Killed(api::Killed { signal: libc::SIGSYS, signal_name: "SIGSYS".into(), syscall: "ptrace".into() })
         );
+    }
+
+    #[test]
+    fn a_refused_syscall_is_sigsys_even_when_finished_off_by_sigkill() {
+        let mut evidence = evidence(Ending::Died, Some(ExitStatus::Signal(libc::SIGKILL)), 0);
+        evidence.blocked_syscall = Some("bpf".into());
+        assert!(matches!(classify(evidence), Kind::Killed(k) if k.signal == libc::SIGSYS && k.syscall == "bpf"));
     }
 
     #[test]

@@ -26,9 +26,16 @@ pub fn finalize(memfd: OwnedFd, limits: &OutputLimits) -> Result<OwnedFd, String
     let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
     fcntl(memfd.as_fd(), FcntlArg::F_ADD_SEALS(seals)).map_err(|e| format!("cannot seal the output: {e}"))?;
     let file = std::fs::File::from(memfd);
-    let size = file.metadata().map_err(|e| format!("cannot stat the output: {e}"))?.len();
+    let metadata = file.metadata().map_err(|e| format!("cannot stat the output: {e}"))?;
+    let size = metadata.len();
     if size == 0 {
         return Err("the job wrote no output table".into());
+    }
+    // A sparse file would make validation fault in pages (in the
+    // supervisor, outside every job limit) that the job never paid for.
+    let allocated = std::os::unix::fs::MetadataExt::blocks(&metadata) * 512;
+    if allocated < size {
+        return Err(format!("the output table is sparse: {size} bytes long, {allocated} allocated"));
     }
     let table_limits = TableLimits {
         max_rows: limits.max_rows,

@@ -376,9 +376,10 @@ fn read_event(event: Result<Option<WorkerEvent>, ChannelError>, progress: &mut P
             progress.started = true;
             return None;
         }
+        // Seccomp refused a syscall: the job ends here, whatever it does next.
         Ok(Some(WorkerEvent { event: Some(worker_event::Event::BlockedSyscall(blocked)) })) if progress.started => {
             progress.blocked_syscall = Some(blocked.number);
-            return None;
+            Ending::Died
         }
         Ok(Some(WorkerEvent { event: Some(worker_event::Event::Result(result)) })) => Ending::Reported(result),
         Ok(Some(other)) => Ending::Malformed(format!("unexpected message {other:?}")),

@@ -1,7 +1,5 @@
-# expect: ok value={"writable": ["/dev/full", "/dev/null", "/dev/random", "/dev/urandom", "/dev/zero", "/proc", "/tmp"], "setuid_honoured": ["/dev/full", "/dev/null", "/dev/random", "/dev/urandom", "/dev/zero"], "unaccounted_top_level": []}
-# must-not: find a writable mount beyond /tmp, /proc and the five device nodes, a directory mount that honours setuid bits, or a top-level entry that no mount explains
-# setuid_honoured lists mounts without nosuid: only the bind-mounted device
-# nodes, which are single character devices, not executables.
+# expect: ok value={"writable": ["/dev/shm", "/proc", "/tmp"], "setuid_honoured": [], "unaccounted_top_level": []}
+# must-not: find a writable mount beyond /tmp, /dev/shm (both private, capped tmpfs) and /proc, a mount that honours setuid bits, or a top-level entry that no mount explains
 import os
 
 

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static int report_fd = -1;
@@ -48,8 +49,13 @@ static void on_sigsys(int signo, siginfo_t *info, void *context) {
         (void)written;
     }
     /* SA_RESETHAND restored the default action and SA_NODEFER leaves SIGSYS
-       unblocked: this kills the process by SIGSYS. */
+       unblocked, so this kills the process by SIGSYS... */
     raise(signo);
+    /* ...except pid 1 of a pid namespace (which a worker is): it ignores the
+       signals it sends itself. Refused again, the syscall makes the kernel
+       force SIGSYS with the default action, which kills even pid 1. */
+    syscall(info->si_syscall, 0, 0, 0, 0, 0, 0);
+    _exit(128 + signo);
 }
 
 int pyclave_install_sigsys_reporter(int fd) {

@@ -5,7 +5,8 @@ namespace. The order matters and each step says what it stops:
 
 1. join the job's cgroup        memory, CPU and pids limits cover everything after
 2. namespaces                   no view of host mounts, network, IPC, hostname, cgroups
-3. minimal read-only root       no host files beyond Python and its libraries
+3. minimal read-only root       no host files beyond Python and its libraries;
+                                private capped tmpfs for /tmp and /dev/shm
 4. rlimits                      core dumps, huge files, fd and process floods
 5. clean environment, fds       no secrets inherited from the supervisor
 6. unprivileged uid, user ns    no root, no capabilities, nothing to regain them with
@@ -133,7 +134,7 @@ def _build_root(plan: worker_pb2.SandboxPlan) -> None:
            f"size={plan.tmp_size_bytes},mode=1777".encode())
     for path in plan.read_only_paths:
         _bind_read_only(path, new_root + path)
-    _make_dev(new_root + "/dev")
+    _make_dev(new_root + "/dev", plan.tmp_size_bytes)
     os.mkdir(new_root + "/proc")
     _mount(b"proc", new_root + "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.chdir(new_root)
@@ -163,16 +164,21 @@ def _bind_read_only(source: str, target: str) -> None:
     _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def _make_dev(dev: str) -> None:
+def _make_dev(dev: str, shm_size_bytes: int) -> None:
     os.mkdir(dev)
     _mount(b"tmpfs", dev, b"tmpfs", MS_NOSUID | MS_NOEXEC, b"size=64k,mode=0755")
     for name in DEVICES:
         target = f"{dev}/{name}"
         open(target, "w").close()
         _mount(f"/dev/{name}".encode(), target, None, MS_BIND)
+        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
     for name, link in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                        ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(link, f"{dev}/{name}")
+    # POSIX shared memory (multiprocessing's locks and queues): private, capped.
+    os.mkdir(f"{dev}/shm")
+    _mount(b"tmpfs", f"{dev}/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+           f"size={shm_size_bytes},mode=1777".encode())
     _mount(None, dev, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import ctypes
 import inspect
 import json
 import mmap
@@ -18,6 +19,12 @@ import pyarrow.ipc
 from . import worker_pb2
 
 Kind = worker_pb2.WorkerJob.Kind
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
 
 
 def warm_up() -> None:
@@ -37,14 +44,34 @@ def execute(request: worker_pb2.WorkerJob, input_fd: Optional[int],
         return worker_pb2.JobResult(error=_describe(error))
 
 
+class _Mapping:
+    """A read-only mapping of the input, unmapped when Arrow lets go of it."""
+
+    def __init__(self, address: int, size: int) -> None:
+        self.address, self.size = address, size
+
+    def __del__(self) -> None:
+        _libc.munmap(self.address, self.size)
+
+
 def _read_input(fd: int) -> pyarrow.Table:
-    """Maps the input read-only; pyarrow reads the buffers in place."""
-    size = os.fstat(fd).st_size
-    if size == 0:
-        raise ValueError("the input table file is empty")
-    mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-    os.close(fd)
-    return pyarrow.ipc.open_file(pyarrow.py_buffer(mapped)).read_all()
+    """Maps the input read-only; pyarrow reads the buffers in place.
+
+    Mapped with libc, not `mmap.mmap` (which keeps its own copy of the fd):
+    once the fd is closed, the job cannot re-open the caller's file, even
+    writable through /proc/self/fd, however its mode is set.
+    """
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise ValueError("the input table file is empty")
+        address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address in (None, _MAP_FAILED):
+            raise OSError(ctypes.get_errno(), "cannot map the input table")
+    finally:
+        os.close(fd)
+    buffer = pyarrow.foreign_buffer(address, size, base=_Mapping(address, size))
+    return pyarrow.ipc.open_file(buffer).read_all()
 
 
 def _run_user_code(request: worker_pb2.WorkerJob, table: Optional[pyarrow.Table],
