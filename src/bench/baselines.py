@@ -37,19 +37,24 @@ else:
 """
 
 BWRAP = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-         "--bind", "{out}", "{out}", "--unshare-all", "--die-with-parent", "--new-session"]
+         "--ro-bind", "{work}", "{work}", "--bind", "{out}", "{out}",
+         "--unshare-all", "--die-with-parent", "--new-session"]
 
 
 def subprocess_per_job(code_file: str, input_file: str, jobs: int, sandbox: list[str]) -> list[int]:
     latencies = []
     with tempfile.TemporaryDirectory() as out:
         output = os.path.join(out, "out.arrow")
-        prefix = [part.replace("{out}", out) for part in sandbox]
+        work = os.path.dirname(os.path.abspath(code_file))
+        prefix = [part.replace("{out}", out).replace("{work}", work) for part in sandbox]
         command = [*prefix, sys.executable, "-c", RUNNER, code_file, input_file, output]
         for _ in range(jobs):
             started = time.perf_counter()
-            subprocess.run(command, check=True, env={"PATH": os.environ.get("PATH", ""),
-                                                      "OPENBLAS_NUM_THREADS": "1"})
+            done = subprocess.run(command, capture_output=True, env={"PATH": os.environ.get("PATH", ""),
+                                                                     "OPENBLAS_NUM_THREADS": "1"})
+            if done.returncode != 0:
+                last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+                sys.exit(f"the job failed ({done.returncode}): {last}")
             latencies.append(int((time.perf_counter() - started) * 1e6))
     return latencies
 

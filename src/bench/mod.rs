@@ -445,6 +445,16 @@ fn print_tables(
         best,
         100.0 * best / floor_rate
     );
+    let cold = baselines
+        .iter()
+        .find(|b| b.workload == workloads::TRIVIAL.name && b.baseline == "cold python -c")
+        .and_then(|b| b.latency);
+    if let Some(cold) = cold {
+        println!(
+            "cold python -c per trivial job vs pyclave with a warm pool (p50): {:.0}x",
+            cold.p50_us as f64 / warm.latency.p50_us.max(1) as f64
+        );
+    }
     println!("idle memory: {}", report["idle_memory"]);
     println!("input bytes copied before transform(): {}", report["input_copy"]);
 }
