@@ -16,6 +16,7 @@ async fn exec_returns_json_and_stdout() {
     assert_eq!(ok_json(&reply), r#"{"sum": 42, "list": [1, null]}"#);
     assert_eq!(stdout(&reply), "to stdout\n");
     assert_eq!(stderr(&reply), "to stderr\n");
+    assert!(reply.outcome.disabled_layers.is_empty(), "every confinement layer is on");
     let usage = reply.outcome.usage.expect("usage");
     assert!(usage.wall_time_us > 0 && usage.peak_memory_bytes > 0, "{usage:?}");
 }

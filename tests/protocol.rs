@@ -126,3 +126,24 @@ fn cli_run_prints_the_outcome_as_json_with_documented_exit_codes() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
     assert_eq!((report["outcome"].as_str(), report["type"].as_str()), (Some("user_error"), Some("KeyError")));
 }
+
+#[test]
+fn doctor_reports_every_layer_and_whether_serve_would_start() {
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_pyclave")).args(["doctor", "--json"]).output().expect("doctor");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let layers: Vec<&str> =
+        report["layers"].as_array().expect("layers").iter().map(|l| l["layer"].as_str().expect("name")).collect();
+    assert_eq!(
+        layers,
+        ["memory_cgroup", "namespaces", "minimal_root", "unprivileged_user", "seccomp", "resource_limits"]
+    );
+    // This suite runs as root on a host with every layer (the other tests rely on it).
+    assert_eq!(report["serve_would_start"], true, "{report}");
+    assert_eq!(output.status.code(), Some(0));
+    assert!(report["layers"].as_array().expect("layers").iter().all(|l| l["enforced"] == true), "{report}");
+
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_pyclave")).arg("doctor").output().expect("doctor");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("seccomp") && text.contains("`pyclave serve` would start"), "{text}");
+}
