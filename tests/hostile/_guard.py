@@ -26,4 +26,20 @@ def _pyclave_guard():
 
 _pyclave_guard()
 del _pyclave_guard
-# ---- end of guard; the hostile script follows ----
+
+
+def fd_linking_to(prefix):
+    """The job's fd whose /proc/self/fd link starts with `prefix`, e.g. the
+    output memfd ("/memfd:pyclave-output") or the worker channel ("socket:")."""
+    import os
+
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith(prefix):
+                return int(name)
+        except OSError:
+            pass
+    raise RuntimeError(f"no fd linking to {prefix}")
+
+
+# ---- end of guard and helpers; the hostile script follows ----

@@ -6,18 +6,8 @@ import os
 import pandas as pd
 
 
-def output_fd():
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:pyclave-output"):
-                return int(name)
-        except OSError:
-            pass
-    raise RuntimeError("no output memfd")
-
-
 def transform(table, params):
-    fd = output_fd()
+    fd = fd_linking_to("/memfd:pyclave-output")
     os.mkfifo("/tmp/out.fifo")
     os.dup2(os.open("/tmp/out.fifo", os.O_RDWR), fd)
     print(os.readlink(f"/proc/self/fd/{fd}"))

@@ -6,17 +6,7 @@ import socket
 from pyclave_worker import wire, worker_pb2
 
 
-def channel_fd():
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                return int(name)
-        except OSError:
-            pass
-    raise RuntimeError("no channel socket")
-
-
 def main():
-    channel = socket.socket(fileno=channel_fd())
+    channel = socket.socket(fileno=fd_linking_to("socket:"))
     wire.send_frame(channel, worker_pb2.WorkerEvent(ready=worker_pb2.WorkerReady()).SerializeToString())
     os._exit(0)
