@@ -66,10 +66,13 @@ struct RunArgs {
     /// A JSON object passed as `params`.
     #[arg(long)]
     params: Option<String>,
+    /// Memory limit of the job (at most the server's).
     #[arg(long)]
     memory_limit_bytes: Option<u64>,
+    /// Wall-clock limit of the job (at most the server's).
     #[arg(long)]
     wall_timeout_ms: Option<u64>,
+    /// CPU-time limit of the job, all its processes (at most the server's).
     #[arg(long)]
     cpu_timeout_ms: Option<u64>,
     /// A running supervisor's socket; without it a private supervisor runs the job.

@@ -147,3 +147,46 @@ fn doctor_reports_every_layer_and_whether_serve_would_start() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("seccomp") && text.contains("`pyclave serve` would start"), "{text}");
 }
+
+#[test]
+fn cli_run_transforms_an_arrow_file_through_a_running_supervisor() {
+    let supervisor = Supervisor::start("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, input, output) = (dir.path().join("t.py"), dir.path().join("in.arrow"), dir.path().join("out.arrow"));
+    write_file(&code, "def transform(table, params):\n    return table[table['x'] < params['n']]\n");
+    let batch = sample_batch(100);
+    let mut file = std::fs::File::create(&input).expect("create");
+    let mut writer = arrow_ipc::writer::FileWriter::try_new(&mut file, &batch.schema()).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.finish().expect("finish");
+    drop(writer);
+
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_pyclave"))
+        .args(["run", "--code"])
+        .arg(&code)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .args(["--params", r#"{"n": 10}"#, "--memory-limit-bytes", "268435456", "--socket"])
+        .arg(&supervisor.socket)
+        .output()
+        .expect("run");
+    assert_eq!(result.status.code(), Some(0), "{}", String::from_utf8_lossy(&result.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&result.stdout).expect("one JSON object");
+    assert_eq!(report["outcome"], "ok");
+    assert_eq!(report["table"]["path"], output.display().to_string());
+    let reader =
+        arrow_ipc::reader::FileReader::try_new(std::fs::File::open(&output).expect("output"), None).expect("arrow");
+    let rows: usize = reader.map(|batch| batch.expect("batch").num_rows()).sum();
+    assert_eq!(rows, 10);
+
+    let raised = std::process::Command::new(env!("CARGO_BIN_EXE_pyclave"))
+        .args(["run", "--code"])
+        .arg(&code)
+        .args(["--wall-timeout-ms", "999999999", "--socket"])
+        .arg(&supervisor.socket)
+        .output()
+        .expect("run");
+    assert_eq!(raised.status.code(), Some(i32::from(pyclave::cli::exit_code::REJECTED)));
+}
