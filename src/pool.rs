@@ -1,8 +1,9 @@
 //! The pool of warm workers and the queue in front of it.
 //!
 //! Each worker lives in its own task: it is started (off any job's path),
-//! offers itself to the dispatcher, and runs the one job it is given — at
-//! which moment it starts its own replacement. The dispatcher takes queued
+//! offers itself to the dispatcher, runs the one job it is given, and once
+//! that job is answered starts its own replacement (forking while the job
+//! runs would take CPU from it; the other warm workers serve meanwhile). The dispatcher takes queued
 //! jobs in order, bounded by the number of jobs allowed to run at once, and
 //! hands each to the next idle worker; offers from workers that died while
 //! idle are skipped. The queue is bounded: a full queue rejects at once.

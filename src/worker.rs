@@ -1,10 +1,11 @@
 //! One worker process: born from the zygote into its own cgroup, ready
 //! before any job exists, runs exactly one job, and is gone.
 //!
-//! [`Worker::start`] does everything off the job's path: cgroup, channels,
-//! fork, cgroup placement, the wait for `ready`. [`Worker::run`] sends the
-//! job, watches the deadlines, kills whatever is left of the job, and turns
-//! what it saw into the outcome.
+//! [`Worker::start`] does everything off the job's path: uid, cgroup,
+//! channels, fork (the worker joins its cgroup and confines itself), the wait
+//! for `ready`. [`Worker::run`] sends the job, watches the deadlines, turns
+//! what it saw into the outcome, and makes sure nothing of the job is left
+//! (before the answer when there is a table to validate, after it otherwise).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
