@@ -217,3 +217,28 @@ async fn shutdown_kills_jobs_that_outlive_the_grace_period() {
     assert!(matches!(kind(&reply), Kind::Killed(k) if k.signal_name == "SIGKILL"), "{:?}", reply.outcome);
     wait_until("the supervisor exits", Duration::from_secs(10), || !supervisor.is_alive());
 }
+
+#[tokio::test]
+async fn a_lowered_memory_limit_does_not_stick_to_a_reused_cgroup() {
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 1\n");
+    let mut client = supervisor.client().await;
+    let probe = "def main():\n    return open('/proc/self/cgroup').read().count(':')\n";
+    for round in 0..12 {
+        // Alternate lowered and default limits: the job cgroups are reused
+        // (the pause lets a used one go back to the pool), and raising the
+        // limit again must work (memory+swap ordering).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let limit = if round % 2 == 0 { 64 * 1024 * 1024 } else { 0 };
+        let reply =
+            tokio::time::timeout(Duration::from_secs(30), client.run(with_limits(exec(probe), limit, 0, 0), None))
+                .await
+                .expect("the pool keeps serving")
+                .expect("run");
+        assert!(matches!(kind(&reply), Kind::Ok(_)), "round {round}: {:?}", reply.outcome);
+    }
+    // A memory-hungry job under the default limit is not held to the lowered one.
+    let big = "import numpy as np\ndef main():\n    return int(np.ones(20 * 1024 * 1024).sum())\n";
+    let reply = client.run(exec(big), None).await.expect("run");
+    assert_eq!(ok_json(&reply), (20 * 1024 * 1024).to_string(), "160 MiB fits the default 1 GiB limit");
+    supervisor.assert_healthy().await;
+}

@@ -97,16 +97,17 @@ impl Cgroups {
     /// A cgroup for a worker and its job: a free one, or a new one.
     pub fn acquire_job(&self, memory_limit_bytes: u64, max_processes: Option<u64>) -> Result<JobCgroup, CgroupError> {
         let reused = self.free.lock().expect("cgroup pool lock").pop();
-        match reused {
-            Some(job) => {
-                job.set_memory_limit(memory_limit_bytes)?;
-                Ok(job)
-            }
-            None => {
-                let name = format!("j{}", self.next_job.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-                self.create_job(&name, memory_limit_bytes, max_processes)
+        if let Some(job) = reused {
+            match job.set_memory_limit(memory_limit_bytes) {
+                Ok(()) => return Ok(job),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot reuse a job cgroup; creating a new one");
+                    let _ = job.remove();
+                }
             }
         }
+        let name = format!("j{}", self.next_job.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        self.create_job(&name, memory_limit_bytes, max_processes)
     }
 
     /// Takes back an empty job cgroup: kept for reuse when nothing is
@@ -450,6 +451,21 @@ mod tests {
             PathBuf::from("/sys/fs/cgroup/memory/process_api/ab")
         );
         assert_eq!(join_cgroup_path(Path::new("/sys/fs/cgroup"), "/"), PathBuf::from("/sys/fs/cgroup/"));
+    }
+
+    /// Real cgroups (the suite runs as root): a reused job cgroup must take a
+    /// higher limit after a lower one (memory+swap must stay >= memory).
+    #[test]
+    fn memory_limits_go_down_and_up_again() {
+        let cgroups = Cgroups::init().expect("cgroups (run the tests as root)");
+        let job = cgroups.acquire_job(256 << 20, None).expect("job cgroup");
+        job.set_memory_limit(64 << 20).expect("lower");
+        job.set_memory_limit(512 << 20).expect("raise again");
+        job.set_memory_limit(512 << 20).expect("same again");
+        cgroups.release_job(job);
+        let reused = cgroups.acquire_job(1 << 30, None).expect("reused at a higher limit");
+        reused.remove().expect("remove");
+        cgroups.remove();
     }
 
     #[test]

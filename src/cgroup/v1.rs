@@ -79,13 +79,20 @@ pub struct Job {
 
 impl Job {
     pub(super) fn set_memory_limit(&self, bytes: u64) -> Result<(), CgroupError> {
-        write(&self.memory.join("memory.limit_in_bytes"), &bytes.to_string())?;
+        let memory = self.memory.join("memory.limit_in_bytes");
         // memory+swap equal to memory: no swap. Absent when swap accounting is off.
         let memsw = self.memory.join("memory.memsw.limit_in_bytes");
-        if memsw.exists() {
-            write(&memsw, &bytes.to_string())?;
+        if !memsw.exists() {
+            return write(&memory, &bytes.to_string());
         }
-        Ok(())
+        // The kernel keeps memory <= memory+swap at every step: raising,
+        // memsw goes first (lowering, it is refused and goes second).
+        if write(&memsw, &bytes.to_string()).is_ok() {
+            write(&memory, &bytes.to_string())
+        } else {
+            write(&memory, &bytes.to_string())?;
+            write(&memsw, &bytes.to_string())
+        }
     }
 
     pub(super) fn cpu_usage(&self) -> Result<Duration, CgroupError> {
