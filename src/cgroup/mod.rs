@@ -394,6 +394,58 @@ fn keyed_value(text: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// A cgroup file kept open: read again (from offset 0) or written without a
+/// path lookup, which is most of what a cgroup file access costs.
+#[derive(Debug)]
+struct KeptFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl KeptFile {
+    fn open(path: PathBuf, writable: bool) -> Result<Self, CgroupError> {
+        match std::fs::OpenOptions::new().read(true).write(writable).open(&path) {
+            Ok(file) => Ok(Self { path, file }),
+            Err(source) => Err(CgroupError::File { path, source }),
+        }
+    }
+
+    fn read(&self) -> Result<String, CgroupError> {
+        use std::os::unix::fs::FileExt;
+        let mut text = Vec::with_capacity(256);
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.file.read_at(&mut chunk, text.len() as u64) {
+                Ok(read) => {
+                    text.extend_from_slice(&chunk[..read]);
+                    // A cgroup file comes whole in one read when it fits.
+                    if read < chunk.len() {
+                        break;
+                    }
+                }
+                Err(source) => return Err(CgroupError::File { path: self.path.clone(), source }),
+            }
+        }
+        String::from_utf8(text).map_err(|_| CgroupError::Format { path: self.path.clone() })
+    }
+
+    fn read_u64(&self) -> Result<u64, CgroupError> {
+        self.read()?.trim().parse().map_err(|_| CgroupError::Format { path: self.path.clone() })
+    }
+
+    fn read_key(&self, key: &str) -> Result<u64, CgroupError> {
+        keyed_value(&self.read()?, key).ok_or_else(|| CgroupError::Format { path: self.path.clone() })
+    }
+
+    fn write(&self, value: &str) -> Result<(), CgroupError> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_at(value.as_bytes(), 0)
+            .map(drop)
+            .map_err(|source| CgroupError::File { path: self.path.clone(), source })
+    }
+}
+
 fn read(path: &Path) -> Result<String, CgroupError> {
     std::fs::read_to_string(path).map_err(|source| CgroupError::File { path: path.to_owned(), source })
 }

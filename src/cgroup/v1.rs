@@ -2,11 +2,12 @@
 //! for CPU time, `pids` (when mounted) for the process limit.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{
-    CgroupError, Memberships, Mounts, create_dir, instance_name, join_cgroup_path, read_key, read_u64,
-    remove_stale_instances, remove_tree, write,
+    CgroupError, KeptFile, Memberships, Mounts, create_dir, instance_name, join_cgroup_path, remove_stale_instances,
+    remove_tree, write,
 };
 
 #[derive(Debug)]
@@ -40,15 +41,12 @@ impl Instance {
     }
 
     pub(super) fn create_job(&self, name: &str) -> Result<Job, CgroupError> {
-        let job = Job {
-            memory: self.memory.join(name),
-            cpuacct: self.cpuacct.join(name),
-            pids: self.pids.as_ref().map(|dir| dir.join(name)),
-        };
-        for dir in job.dirs() {
+        let (memory, cpuacct) = (self.memory.join(name), self.cpuacct.join(name));
+        let pids = self.pids.as_ref().map(|dir| dir.join(name));
+        for dir in [Some(&memory), Some(&cpuacct), pids.as_ref()].into_iter().flatten() {
             create_dir(dir)?;
         }
-        Ok(job)
+        Job::new(memory, cpuacct, pids)
     }
 
     pub(super) fn has_pids(&self) -> bool {
@@ -75,46 +73,81 @@ pub struct Job {
     memory: PathBuf,
     cpuacct: PathBuf,
     pids: Option<PathBuf>,
+    files: JobFiles,
+    /// The limit last written; 0 before the first.
+    memory_limit_bytes: AtomicU64,
+}
+
+/// The files read or written on every job, kept open. (Not `cgroup.procs`:
+/// v1 caches its pid list per open file for a second.)
+#[derive(Debug)]
+struct JobFiles {
+    cpu_usage: KeptFile,
+    peak: KeptFile,
+    usage: KeptFile,
+    oom_control: KeptFile,
+    limit: KeptFile,
+    /// Absent when swap accounting is off.
+    memsw_limit: Option<KeptFile>,
 }
 
 impl Job {
+    fn new(memory: PathBuf, cpuacct: PathBuf, pids: Option<PathBuf>) -> Result<Self, CgroupError> {
+        let memsw = memory.join("memory.memsw.limit_in_bytes");
+        let files = JobFiles {
+            cpu_usage: KeptFile::open(cpuacct.join("cpuacct.usage"), false)?,
+            peak: KeptFile::open(memory.join("memory.max_usage_in_bytes"), true)?,
+            usage: KeptFile::open(memory.join("memory.usage_in_bytes"), false)?,
+            oom_control: KeptFile::open(memory.join("memory.oom_control"), false)?,
+            limit: KeptFile::open(memory.join("memory.limit_in_bytes"), true)?,
+            memsw_limit: if memsw.exists() { Some(KeptFile::open(memsw, true)?) } else { None },
+        };
+        Ok(Self { memory, cpuacct, pids, files, memory_limit_bytes: AtomicU64::new(0) })
+    }
+
     pub(super) fn set_memory_limit(&self, bytes: u64) -> Result<(), CgroupError> {
-        let memory = self.memory.join("memory.limit_in_bytes");
-        // memory+swap equal to memory: no swap. Absent when swap accounting is off.
-        let memsw = self.memory.join("memory.memsw.limit_in_bytes");
-        if !memsw.exists() {
-            return write(&memory, &bytes.to_string());
+        if self.memory_limit_bytes.load(Ordering::Relaxed) == bytes {
+            return Ok(());
         }
-        // The kernel keeps memory <= memory+swap at every step: raising,
-        // memsw goes first (lowering, it is refused and goes second).
-        if write(&memsw, &bytes.to_string()).is_ok() {
-            write(&memory, &bytes.to_string())
-        } else {
-            write(&memory, &bytes.to_string())?;
-            write(&memsw, &bytes.to_string())
+        let value = bytes.to_string();
+        match &self.files.memsw_limit {
+            // memory+swap equal to memory: no swap. The kernel keeps memory
+            // <= memory+swap at every step: raising, memsw goes first
+            // (lowering, it is refused and goes second).
+            Some(memsw) => {
+                if memsw.write(&value).is_ok() {
+                    self.files.limit.write(&value)?;
+                } else {
+                    self.files.limit.write(&value)?;
+                    memsw.write(&value)?;
+                }
+            }
+            None => self.files.limit.write(&value)?,
         }
+        self.memory_limit_bytes.store(bytes, Ordering::Relaxed);
+        Ok(())
     }
 
     pub(super) fn cpu_usage(&self) -> Result<Duration, CgroupError> {
-        Ok(Duration::from_nanos(read_u64(&self.cpuacct.join("cpuacct.usage"))?))
+        Ok(Duration::from_nanos(self.files.cpu_usage.read_u64()?))
     }
 
     pub(super) fn peak_memory_bytes(&self) -> Result<u64, CgroupError> {
-        read_u64(&self.memory.join("memory.max_usage_in_bytes"))
+        self.files.peak.read_u64()
     }
 
     /// Memory still charged to the (empty) cgroup.
     pub(super) fn charged_bytes(&self) -> Result<u64, CgroupError> {
-        read_u64(&self.memory.join("memory.usage_in_bytes"))
+        self.files.usage.read_u64()
     }
 
     /// Restarts the peak from the current usage, for the next job.
     pub(super) fn reset_peak(&self) -> Result<(), CgroupError> {
-        write(&self.memory.join("memory.max_usage_in_bytes"), "0")
+        self.files.peak.write("0")
     }
 
     pub(super) fn oom_kills(&self) -> Result<u64, CgroupError> {
-        read_key(&self.memory.join("memory.oom_control"), "oom_kill")
+        self.files.oom_control.read_key("oom_kill")
     }
 
     pub(super) fn set_pids_limit(&self, max: u64) -> Result<(), CgroupError> {
