@@ -83,15 +83,15 @@ def enter_pid_namespace_for_next_fork(own_pid_namespace: int) -> None:
     _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
 
 
-def apply(plan: worker_pb2.SandboxPlan, uid: int, gid: int,
-          cgroup_fds: Sequence[int], keep_fds: Iterable[int], report_fd: int) -> None:
+def apply(plan: worker_pb2.SandboxPlan, uid: int, gid: int, cgroup_fds: Sequence[int],
+          keep_fds: Iterable[int], report_fd: int, root_prepared: bool) -> None:
     _join_cgroups(cgroup_fds)
     if plan.namespaces:
         _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP),
                "unshare(mount, net, ipc, uts, cgroup)")
         _check(_libc.sethostname(HOSTNAME, len(HOSTNAME)), "sethostname")
     if plan.minimal_root:
-        _build_root(plan)
+        _build_root(plan, root_prepared)
     for limit in plan.rlimits:
         resource.setrlimit(limit.resource, (limit.soft, limit.hard))
     os.environ.clear()
@@ -125,24 +125,49 @@ def _mount(source: bytes | None, target: str, fstype: bytes | None, flags: int,
     _check(_libc.mount(source, target.encode(), fstype, flags, data), f"mount {target}")
 
 
-def _build_root(plan: worker_pb2.SandboxPlan) -> None:
-    new_root = plan.root_mount_point
+def prepare_root(plan: worker_pb2.SandboxPlan) -> bool:
+    """In the zygote, once: builds the read-only part of every worker's root
+    in the zygote's own mount namespace, which each worker copies when it
+    unshares its own (a few dozen bind mounts less per worker). Returns
+    whether it did; paths under /tmp would be hidden by the private /tmp.
+    """
+    if not (plan.minimal_root and plan.namespaces):
+        return False
+    if any(path == "/tmp" or path.startswith("/tmp/") for path in plan.read_only_paths):
+        return False
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS) in the zygote")
+    _lay_out_root(plan.root_mount_point, plan)
+    return True
+
+
+def _lay_out_root(new_root: str, plan: worker_pb2.SandboxPlan) -> None:
+    """A tmpfs root with the read-only binds, /dev, and the mount points a
+    worker fills (/tmp, which also takes the old root at pivot_root, /dev/shm
+    and /proc)."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do propagates to the host
     _mount(b"tmpfs", new_root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755")
-    os.mkdir(new_root + "/tmp")
-    _mount(b"tmpfs", new_root + "/tmp", b"tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={plan.tmp_size_bytes},mode=1777".encode())
+    for name in ("tmp", "proc"):
+        os.mkdir(f"{new_root}/{name}")
     for path in plan.read_only_paths:
         _bind_read_only(path, new_root + path)
-    _make_dev(new_root + "/dev", plan.tmp_size_bytes)
-    os.mkdir(new_root + "/proc")
-    _mount(b"proc", new_root + "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _make_dev(new_root + "/dev")
+
+
+def _build_root(plan: worker_pb2.SandboxPlan, prepared: bool) -> None:
+    new_root = plan.root_mount_point
+    if not prepared:
+        _lay_out_root(new_root, plan)
+    # From here on nothing writes to the root's tmpfs: with a prepared root
+    # it is shared (read-only) by every worker. The old root goes under /tmp
+    # for a moment, then the private mounts cover the mount points.
     os.chdir(new_root)
-    os.mkdir(".old-root")
-    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b".old-root"), "pivot_root")
-    _check(_libc.umount2(b"/.old-root", MNT_DETACH), "umount old root")
-    os.rmdir("/.old-root")
+    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"tmp"), "pivot_root")
+    _check(_libc.umount2(b"/tmp", MNT_DETACH), "umount old root")
     os.chdir("/")
+    private = f"size={plan.tmp_size_bytes},mode=1777".encode()
+    _mount(b"tmpfs", "/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, private)
+    _mount(b"tmpfs", "/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, private)
+    _mount(b"proc", "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
@@ -164,7 +189,7 @@ def _bind_read_only(source: str, target: str) -> None:
     _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def _make_dev(dev: str, shm_size_bytes: int) -> None:
+def _make_dev(dev: str) -> None:
     os.mkdir(dev)
     _mount(b"tmpfs", dev, b"tmpfs", MS_NOSUID | MS_NOEXEC, b"size=64k,mode=0755")
     for name in DEVICES:
@@ -175,10 +200,8 @@ def _make_dev(dev: str, shm_size_bytes: int) -> None:
     for name, link in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                        ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(link, f"{dev}/{name}")
-    # POSIX shared memory (multiprocessing's locks and queues): private, capped.
+    # Mount point of the private /dev/shm (POSIX shared memory: multiprocessing).
     os.mkdir(f"{dev}/shm")
-    _mount(b"tmpfs", f"{dev}/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-           f"size={shm_size_bytes},mode=1777".encode())
     _mount(None, dev, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
 
 

@@ -13,8 +13,8 @@ from . import confine, job, wire, worker_pb2
 _MAX_JOB_FRAME_BYTES = 256 * 1024 * 1024
 
 
-def run(spawn: worker_pb2.Spawn, plan: worker_pb2.SandboxPlan, channel_fd: int, stdout_fd: int,
-        stderr_fd: int, cgroup_fds: list[int], inherited: list[int]) -> None:
+def run(spawn: worker_pb2.Spawn, plan: worker_pb2.SandboxPlan, root_prepared: bool, channel_fd: int,
+        stdout_fd: int, stderr_fd: int, cgroup_fds: list[int], inherited: list[int]) -> None:
     """Never returns normally: the process exits after its one job."""
     for fd in inherited:
         os.close(fd)
@@ -30,7 +30,7 @@ def run(spawn: worker_pb2.Spawn, plan: worker_pb2.SandboxPlan, channel_fd: int, 
     started = time.perf_counter()
     try:
         confine.apply(plan, spawn.uid, spawn.gid, cgroup_fds,
-                      keep_fds=(0, 1, 2, channel_fd), report_fd=channel_fd)
+                      keep_fds=(0, 1, 2, channel_fd), report_fd=channel_fd, root_prepared=root_prepared)
     except Exception as error:  # noqa: BLE001  (any failure: report it, serve nothing)
         _send(channel, worker_pb2.WorkerEvent(confinement_failed=f"{type(error).__name__}: {error}"))
         os._exit(1)
