@@ -129,46 +129,54 @@ def prepare_root(plan: worker_pb2.SandboxPlan) -> bool:
     """In the zygote, once: builds the read-only part of every worker's root
     in the zygote's own mount namespace, which each worker copies when it
     unshares its own (a few dozen bind mounts less per worker). Returns
-    whether it did; paths under /tmp would be hidden by the private /tmp.
+    whether it did: paths under /tmp must go into each worker's private /tmp,
+    so then every worker builds its whole root.
     """
     if not (plan.minimal_root and plan.namespaces):
         return False
     if any(path == "/tmp" or path.startswith("/tmp/") for path in plan.read_only_paths):
         return False
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS) in the zygote")
-    _lay_out_root(plan.root_mount_point, plan)
+    _lay_out_root(plan, private_tmp=False)
     return True
 
 
-def _lay_out_root(new_root: str, plan: worker_pb2.SandboxPlan) -> None:
-    """A tmpfs root with the read-only binds, /dev, and the mount points a
-    worker fills (/tmp, which also takes the old root at pivot_root, /dev/shm
-    and /proc)."""
+def _lay_out_root(plan: worker_pb2.SandboxPlan, private_tmp: bool) -> None:
+    """A tmpfs root with the read-only binds, /dev, and mount points for
+    /proc (which also takes the old root at pivot_root) and /tmp, mounted
+    here first when it must hold binds."""
+    new_root = plan.root_mount_point
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do propagates to the host
     _mount(b"tmpfs", new_root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755")
     for name in ("tmp", "proc"):
         os.mkdir(f"{new_root}/{name}")
+    if private_tmp:
+        _mount_private_tmpfs(new_root + "/tmp", plan)
     for path in plan.read_only_paths:
         _bind_read_only(path, new_root + path)
     _make_dev(new_root + "/dev")
 
 
 def _build_root(plan: worker_pb2.SandboxPlan, prepared: bool) -> None:
-    new_root = plan.root_mount_point
     if not prepared:
-        _lay_out_root(new_root, plan)
+        _lay_out_root(plan, private_tmp=True)
     # From here on nothing writes to the root's tmpfs: with a prepared root
-    # it is shared (read-only) by every worker. The old root goes under /tmp
-    # for a moment, then the private mounts cover the mount points.
-    os.chdir(new_root)
-    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"tmp"), "pivot_root")
-    _check(_libc.umount2(b"/tmp", MNT_DETACH), "umount old root")
+    # it is shared (read-only) by every worker. The old root goes under
+    # /proc for a moment, until the new /proc covers it.
+    os.chdir(plan.root_mount_point)
+    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"proc"), "pivot_root")
+    _check(_libc.umount2(b"/proc", MNT_DETACH), "umount old root")
     os.chdir("/")
-    private = f"size={plan.tmp_size_bytes},mode=1777".encode()
-    _mount(b"tmpfs", "/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, private)
-    _mount(b"tmpfs", "/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, private)
+    if prepared:
+        _mount_private_tmpfs("/tmp", plan)
+    _mount_private_tmpfs("/dev/shm", plan, executable=False)
     _mount(b"proc", "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _mount_private_tmpfs(target: str, plan: worker_pb2.SandboxPlan, executable: bool = True) -> None:
+    flags = MS_NOSUID | MS_NODEV | (0 if executable else MS_NOEXEC)
+    _mount(b"tmpfs", target, b"tmpfs", flags, f"size={plan.tmp_size_bytes},mode=1777".encode())
 
 
 def _bind_read_only(source: str, target: str) -> None:
