@@ -11,9 +11,10 @@
 //! - `validate_table/100_cols_1k_rows`: 100 columns (int64, float64, utf8 in
 //!   turn) × 1,000 rows: the per-column cost (schema, buffer checks).
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_ipc::writer::FileWriter;
@@ -84,16 +85,9 @@ fn validation(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = validation
 }
 criterion_main!(benches);

@@ -13,9 +13,11 @@
 //!   into a reused buffer and decode of a `Response` whose `Outcome` is `Ok` with
 //!   1 KiB of captured stdout, a short stderr and usage.
 
+mod common;
+
 use std::hint::black_box;
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
@@ -146,16 +148,9 @@ fn response(c: &mut Criterion) {
     assert_eq!(Response::decode(encoded.as_slice()).expect("valid"), response);
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = encode, round_trip, response
 }
 criterion_main!(benches);

@@ -10,6 +10,8 @@
 //!   `Response` carrying each classified `Outcome`, with short captured stdout
 //!   and stderr and usage, as the supervisor sends it.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -91,16 +93,9 @@ fn classification(c: &mut Criterion) {
     assert!(matches!(classify(killed_evidence()), Kind::Killed(ref killed) if killed.signal_name == "SIGKILL"));
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = classification
 }
 criterion_main!(benches);

@@ -94,6 +94,9 @@ pub struct Worker {
     cgroup: JobCgroup,
     /// The cgroup's OOM-kill count before this worker (cgroups are reused).
     oom_kills_before: u64,
+    /// The cgroup's CPU time when the worker was ready, idle and confined:
+    /// a job's CPU time counts from here.
+    cpu_at_ready: Duration,
     cgroups: Arc<Cgroups>,
     /// The worker's uid is its own until every process of it is gone.
     _uid: UidLease,
@@ -152,6 +155,7 @@ impl Worker {
             pid: spawned.pid,
             cgroup,
             oom_kills_before,
+            cpu_at_ready: Duration::ZERO,
             cgroups: Arc::clone(settings.cgroups),
             _uid: uid,
             reader,
@@ -162,6 +166,8 @@ impl Worker {
         };
         match tokio::time::timeout(READY_TIMEOUT, worker.reader.recv::<WorkerEvent>()).await {
             Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }))) => {
+                // Read now, off the job's path: an idle worker uses no CPU.
+                worker.cpu_at_ready = worker.cgroup.cpu_usage().unwrap_or_default();
                 tracing::debug!(
                     worker = id,
                     spawn_to_ready_us = spawn_requested.elapsed().as_micros() as u64,
@@ -230,7 +236,7 @@ impl Worker {
             self.retire().await;
             return RunEnd::Finished(internal_error("cannot apply the job's memory limit"));
         }
-        let cpu_baseline = self.cgroup.cpu_usage().unwrap_or_default();
+        let cpu_baseline = self.cpu_at_ready;
         let output = if spec.wants_output_table() {
             match crate::output_table::create() {
                 Ok(memfd) => Some(memfd),

@@ -73,7 +73,7 @@ pub struct Job {
     memory: PathBuf,
     cpuacct: PathBuf,
     pids: Option<PathBuf>,
-    files: JobFiles,
+    files: Box<JobFiles>,
     /// The limit last written; 0 before the first.
     memory_limit_bytes: AtomicU64,
 }
@@ -94,14 +94,14 @@ struct JobFiles {
 impl Job {
     fn new(memory: PathBuf, cpuacct: PathBuf, pids: Option<PathBuf>) -> Result<Self, CgroupError> {
         let memsw = memory.join("memory.memsw.limit_in_bytes");
-        let files = JobFiles {
+        let files = Box::new(JobFiles {
             cpu_usage: KeptFile::open(cpuacct.join("cpuacct.usage"), false)?,
             peak: KeptFile::open(memory.join("memory.max_usage_in_bytes"), true)?,
             usage: KeptFile::open(memory.join("memory.usage_in_bytes"), false)?,
             oom_control: KeptFile::open(memory.join("memory.oom_control"), false)?,
             limit: KeptFile::open(memory.join("memory.limit_in_bytes"), true)?,
             memsw_limit: if memsw.exists() { Some(KeptFile::open(memsw, true)?) } else { None },
-        };
+        });
         Ok(Self { memory, cpuacct, pids, files, memory_limit_bytes: AtomicU64::new(0) })
     }
 

@@ -152,7 +152,6 @@ pub enum SandboxError {
 pub struct Plan {
     pub zygote_plan: SandboxPlan,
     pub disabled: Vec<Layer>,
-    pub uid_base: u32,
     pub max_processes: u64,
 }
 
@@ -205,7 +204,7 @@ impl Plan {
             environment: environment.into_iter().collect(),
             sigsys_library: runtime.sigsys_library().display().to_string(),
         };
-        Ok(Self { zygote_plan, disabled, uid_base: config.uid_base, max_processes: config.max_processes })
+        Ok(Self { zygote_plan, disabled, max_processes: config.max_processes })
     }
 
     pub fn disabled_names(&self) -> Vec<String> {
