@@ -143,8 +143,7 @@ def prepare_root(plan: worker_pb2.SandboxPlan) -> bool:
 
 def _lay_out_root(plan: worker_pb2.SandboxPlan, private_tmp: bool) -> None:
     """A tmpfs root with the read-only binds, /dev, and mount points for
-    /proc (which also takes the old root at pivot_root) and /tmp, mounted
-    here first when it must hold binds."""
+    /proc and /tmp (mounted here first when it must hold binds)."""
     new_root = plan.root_mount_point
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do propagates to the host
     _mount(b"tmpfs", new_root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755")
@@ -158,19 +157,23 @@ def _lay_out_root(plan: worker_pb2.SandboxPlan, private_tmp: bool) -> None:
 
 
 def _build_root(plan: worker_pb2.SandboxPlan, prepared: bool) -> None:
+    root = plan.root_mount_point
     if not prepared:
         _lay_out_root(plan, private_tmp=True)
+    else:
+        _mount_private_tmpfs(root + "/tmp", plan)
     # From here on nothing writes to the root's tmpfs: with a prepared root
-    # it is shared (read-only) by every worker. The old root goes under
-    # /proc for a moment, until the new /proc covers it.
-    os.chdir(plan.root_mount_point)
-    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"proc"), "pivot_root")
-    _check(_libc.umount2(b"/proc", MNT_DETACH), "umount old root")
+    # it is shared (read-only) by every worker.
+    _mount_private_tmpfs(root + "/dev/shm", plan, executable=False)
+    # Before the old root goes: in a user namespace (rootless) the kernel
+    # mounts a new proc only while a full one is visible.
+    _mount(b"proc", root + "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # pivot_root(".", ".") stacks the old root on the new one; detaching
+    # the top of "/" then drops it, without a directory to park it in.
+    os.chdir(root)
+    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+    _check(_libc.umount2(b".", MNT_DETACH), "umount old root")
     os.chdir("/")
-    if prepared:
-        _mount_private_tmpfs("/tmp", plan)
-    _mount_private_tmpfs("/dev/shm", plan, executable=False)
-    _mount(b"proc", "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
@@ -194,7 +197,9 @@ def _bind_read_only(source: str, target: str) -> None:
         os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
         open(target, "w").close()
     _mount(source.encode(), target, None, MS_BIND | MS_REC)
-    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    # A user namespace (rootless) may not clear flags the source mount has.
+    kept = MS_NOEXEC if os.statvfs(source).f_flag & os.ST_NOEXEC else 0
+    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | kept)
 
 
 def _make_dev(dev: str) -> None:
