@@ -75,7 +75,7 @@ pub struct PoolSettings {
 
 struct Shared {
     zygote: Zygote,
-    cgroups: Arc<Cgroups>,
+    cgroups: Option<Arc<Cgroups>>,
     uids: UidPool,
     limits: JobLimits,
     output: OutputLimits,
@@ -101,7 +101,7 @@ impl Shared {
     fn settings(&self) -> WorkerSettings<'_> {
         WorkerSettings {
             zygote: &self.zygote,
-            cgroups: &self.cgroups,
+            cgroups: self.cgroups.as_ref(),
             uids: &self.uids,
             limits: &self.limits,
             output: &self.output,
@@ -124,7 +124,7 @@ impl Pool {
     pub async fn start(
         settings: PoolSettings,
         zygote: Zygote,
-        cgroups: Arc<Cgroups>,
+        cgroups: Option<Arc<Cgroups>>,
         shutdown: CancellationToken,
     ) -> Result<Self, WorkerError> {
         let (queue, queued) = mpsc::channel(settings.max_queued_jobs);

@@ -14,13 +14,14 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{Capture, CapturePipe};
 use std::sync::Arc;
 
-use crate::cgroup::{CgroupError, Cgroups, JobCgroup};
+use crate::capture::{Capture, CapturePipe};
+use crate::cgroup::{CgroupError, Cgroups};
 use crate::channel::{self, ChannelError, FrameReader, FrameWriter};
 use crate::config::{JobLimits, OutputLimits};
 use crate::job::JobSpec;
+use crate::job_tree::JobTree;
 use crate::outcome::{self, Ending, Evidence};
 use crate::proto::api::{self, CapturedOutput, Usage, outcome::Kind};
 use crate::proto::worker::{WorkerEvent, WorkerJob, worker_event};
@@ -62,7 +63,8 @@ pub enum WorkerError {
 /// What the worker needs from the server.
 pub struct WorkerSettings<'a> {
     pub zygote: &'a Zygote,
-    pub cgroups: &'a Arc<Cgroups>,
+    /// None when the `memory_limit` layer is off (no usable cgroup).
+    pub cgroups: Option<&'a Arc<Cgroups>>,
     pub uids: &'a UidPool,
     pub limits: &'a JobLimits,
     pub output: &'a OutputLimits,
@@ -91,13 +93,12 @@ pub struct Finished {
 
 pub struct Worker {
     pid: nix::unistd::Pid,
-    cgroup: JobCgroup,
+    tree: JobTree,
     /// The cgroup's OOM-kill count before this worker (cgroups are reused).
     oom_kills_before: u64,
-    /// The cgroup's CPU time when the worker was ready, idle and confined:
-    /// a job's CPU time counts from here.
+    /// The CPU time when the worker was ready, idle and confined: a job's
+    /// CPU time counts from here.
     cpu_at_ready: Duration,
-    cgroups: Arc<Cgroups>,
     /// The worker's uid is its own until every process of it is gone.
     _uid: UidLease,
     reader: FrameReader,
@@ -110,29 +111,38 @@ pub struct Worker {
 impl Worker {
     pub async fn start(settings: &WorkerSettings<'_>, id: u64) -> Result<Self, WorkerError> {
         let uid = settings.uids.lease().await;
-        let cgroup = settings.cgroups.acquire_job(settings.limits.memory_limit_bytes, settings.max_processes)?;
-        match Self::spawn_into(settings, id, uid, cgroup).await {
+        let tree = match settings.cgroups {
+            Some(cgroups) => Some(JobTree::Cgroup {
+                cgroup: cgroups.acquire_job(settings.limits.memory_limit_bytes, settings.max_processes)?,
+                cgroups: Arc::clone(cgroups),
+            }),
+            None => None,
+        };
+        match Self::spawn_into(settings, id, uid, tree).await {
             Ok(worker) => Ok(worker),
-            Err((error, cgroup)) => {
-                if cgroup.kill_all().await.is_ok() {
-                    settings.cgroups.release_job(cgroup);
+            Err((error, Some(tree))) => {
+                if tree.kill_all().await.is_ok() {
+                    tree.release();
                 }
                 Err(error)
             }
+            Err((error, None)) => Err(error),
         }
     }
 
+    /// Forks the worker into `tree` (its cgroup; without one the tree is
+    /// the worker itself, known once forked) and waits until it is ready.
     async fn spawn_into(
         settings: &WorkerSettings<'_>,
         id: u64,
         uid: UidLease,
-        cgroup: JobCgroup,
-    ) -> Result<Self, (WorkerError, JobCgroup)> {
+        tree: Option<JobTree>,
+    ) -> Result<Self, (WorkerError, Option<JobTree>)> {
         macro_rules! attempt {
             ($e:expr) => {
                 match $e {
                     Ok(value) => value,
-                    Err(error) => return Err((WorkerError::from(error), cgroup)),
+                    Err(error) => return Err((WorkerError::from(error), tree)),
                 }
             };
         }
@@ -141,22 +151,24 @@ impl Worker {
         let (stdout, stderr) = (attempt!(CapturePipe::new()), attempt!(CapturePipe::new()));
         // The worker joins its cgroup first thing, before it confines itself
         // and long before any job reaches it.
-        let cgroup_procs = attempt!(cgroup.open_procs_files());
-        let oom_kills_before = attempt!(cgroup.oom_kills());
-        let fds = WorkerFds { control: theirs.into(), stdout: stdout.write, stderr: stderr.write, cgroup_procs };
-        let spawned = attempt!(settings.zygote.spawn(id, uid.uid(), fds).await);
+        let cgroup_procs = match &tree {
+            Some(tree) => attempt!(tree.open_procs_files()),
+            None => Vec::new(),
+        };
+        let oom_kills_before = tree.as_ref().map_or(0, JobTree::oom_kills);
         attempt!(ours.set_nonblocking(true));
         let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
         let (reader, writer) = channel::split(attempt!(UnixStream::from_std(ours)), max_frame as usize);
         let cap = settings.limits.max_captured_output_bytes as usize;
         let stdout_capture = attempt!(Capture::start(stdout.read, cap));
         let stderr_capture = attempt!(Capture::start(stderr.read, cap));
+        let fds = WorkerFds { control: theirs.into(), stdout: stdout.write, stderr: stderr.write, cgroup_procs };
+        let spawned = attempt!(settings.zygote.spawn(id, uid.uid(), fds).await);
         let mut worker = Self {
             pid: spawned.pid,
-            cgroup,
+            tree: tree.unwrap_or(JobTree::Worker(spawned.pid)),
             oom_kills_before,
             cpu_at_ready: Duration::ZERO,
-            cgroups: Arc::clone(settings.cgroups),
             _uid: uid,
             reader,
             writer,
@@ -167,7 +179,7 @@ impl Worker {
         match tokio::time::timeout(READY_TIMEOUT, worker.reader.recv::<WorkerEvent>()).await {
             Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }))) => {
                 // Read now, off the job's path: an idle worker uses no CPU.
-                worker.cpu_at_ready = worker.cgroup.cpu_usage().unwrap_or_default();
+                worker.cpu_at_ready = worker.tree.cpu_usage();
                 tracing::debug!(
                     worker = id,
                     spawn_to_ready_us = spawn_requested.elapsed().as_micros() as u64,
@@ -177,11 +189,11 @@ impl Worker {
                 Ok(worker)
             }
             Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }))) => {
-                Err((WorkerError::Confinement(reason), worker.cgroup))
+                Err((WorkerError::Confinement(reason), Some(worker.tree)))
             }
-            Ok(Ok(other)) => Err((WorkerError::NotReady { received: format!("{other:?}") }, worker.cgroup)),
-            Ok(Err(error)) => Err((error.into(), worker.cgroup)),
-            Err(_) => Err((WorkerError::ReadyTimeout, worker.cgroup)),
+            Ok(Ok(other)) => Err((WorkerError::NotReady { received: format!("{other:?}") }, Some(worker.tree))),
+            Ok(Err(error)) => Err((error.into(), Some(worker.tree))),
+            Err(_) => Err((WorkerError::ReadyTimeout, Some(worker.tree))),
         }
     }
 
@@ -195,7 +207,7 @@ impl Worker {
     }
 
     fn oom_kills_since_start(&self) -> u64 {
-        self.cgroup.oom_kills().unwrap_or_default().saturating_sub(self.oom_kills_before)
+        self.tree.oom_kills().saturating_sub(self.oom_kills_before)
     }
 
     /// Reads the events a dead worker left in the channel, up to its end.
@@ -213,9 +225,9 @@ impl Worker {
 
     /// Retires an idle worker that will get no job.
     pub async fn retire(self) {
-        match self.cgroup.kill_all().await {
-            Ok(()) => self.cgroups.release_job(self.cgroup),
-            Err(error) => tracing::error!(%error, "cannot empty a job cgroup; leaving it"),
+        match self.tree.kill_all().await {
+            Ok(()) => self.tree.release(),
+            Err(error) => tracing::error!(%error, "cannot kill a job's processes; leaving its cgroup"),
         }
     }
 
@@ -230,7 +242,7 @@ impl Worker {
         let dispatched_at = Instant::now();
         let limits = spec.limits;
         if limits.memory_limit_bytes != settings.limits.memory_limit_bytes
-            && let Err(error) = self.cgroup.set_memory_limit(limits.memory_limit_bytes)
+            && let Err(error) = self.tree.set_memory_limit(limits.memory_limit_bytes)
         {
             tracing::error!(%error, "cannot set a job's memory limit");
             self.retire().await;
@@ -268,7 +280,7 @@ impl Worker {
             Some(Ending::Died)
         } else {
             let wall_deadline = tokio::time::sleep(limits.wall_timeout);
-            let cpu_deadline = cpu_deadline(&self.cgroup, cpu_baseline, limits.cpu_timeout, settings.cores);
+            let cpu_deadline = cpu_deadline(&self.tree, cpu_baseline, limits.cpu_timeout, settings.cores);
             tokio::pin!(wall_deadline, cpu_deadline);
             loop {
                 break tokio::select! {
@@ -298,8 +310,8 @@ impl Worker {
             // Nothing more can come from this job that its outcome needs:
             // the worker flushed its output before reporting. Answer now;
             // the processes are killed and reaped after.
-            let cpu_time = self.cgroup.cpu_usage().unwrap_or_default().saturating_sub(cpu_baseline);
-            let peak_memory_bytes = self.cgroup.peak_memory_bytes().unwrap_or_default();
+            let cpu_time = self.tree.cpu_usage().saturating_sub(cpu_baseline);
+            let peak_memory_bytes = self.tree.peak_memory_bytes();
             let oom_kills = self.oom_kills_since_start();
             let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
             let wall_time = dispatched_at.elapsed();
@@ -312,7 +324,7 @@ impl Worker {
 
         // Nothing of the job may run past this point: not a lingering child
         // writing to the output, not a process holding the pipes open.
-        if let Err(error) = self.cgroup.kill_all().await {
+        if let Err(error) = self.tree.kill_all().await {
             tracing::error!(%error, "cannot kill a job's processes");
         }
         if matches!(ending, Ending::Died) {
@@ -331,12 +343,12 @@ impl Worker {
         let wall_time = dispatched_at.elapsed();
         let stdout = self.stdout.finish(REAP_TIMEOUT).await;
         let stderr = self.stderr.finish(REAP_TIMEOUT).await;
-        let cpu_time = self.cgroup.cpu_usage().unwrap_or_default().saturating_sub(cpu_baseline);
-        let peak_memory_bytes = self.cgroup.peak_memory_bytes().unwrap_or_default();
-        let oom_kills = self.cgroup.oom_kills().unwrap_or_default().saturating_sub(self.oom_kills_before);
+        let cpu_time = self.tree.cpu_usage().saturating_sub(cpu_baseline);
+        let peak_memory_bytes = self.tree.peak_memory_bytes();
+        let oom_kills = self.tree.oom_kills().saturating_sub(self.oom_kills_before);
         // The cgroup is empty: handing it back need not delay the answer.
-        let (cgroups, cgroup) = (self.cgroups, self.cgroup);
-        tokio::spawn(async move { cgroups.release_job(cgroup) });
+        let tree = self.tree;
+        tokio::spawn(async move { tree.release() });
 
         let mut kind =
             outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
@@ -406,11 +418,11 @@ async fn finalize_output(memfd: OwnedFd, limits: OutputLimits) -> Result<OwnedFd
     }
 }
 
-/// Resolves once the cgroup has used `limit` of CPU time beyond `baseline`.
+/// Resolves once the job has used `limit` of CPU time beyond `baseline`.
 /// Polls no more often than the limit could possibly be reached.
-async fn cpu_deadline(cgroup: &JobCgroup, baseline: Duration, limit: Duration, cores: u32) {
+async fn cpu_deadline(tree: &JobTree, baseline: Duration, limit: Duration, cores: u32) {
     loop {
-        let used = cgroup.cpu_usage().unwrap_or_default().saturating_sub(baseline);
+        let used = tree.cpu_usage().saturating_sub(baseline);
         if used >= limit {
             return;
         }
