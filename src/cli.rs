@@ -13,6 +13,7 @@ use crate::client::{Client, Reply};
 use crate::config::Config;
 use crate::proto::api::{CapturedOutput, Job, JobKind, Limits, job, outcome::Kind, rejected, timeout};
 use crate::sandbox::probe::HostSupport;
+use crate::sandbox::rootless::{self, OnSignal};
 use crate::server;
 
 #[derive(Debug, Parser)]
@@ -20,6 +21,9 @@ use crate::server;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The config of the supervisor this command hosts, once loaded.
+    #[arg(skip)]
+    config: Option<Config>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,22 +107,61 @@ pub mod exit_code {
 }
 
 impl Cli {
+    /// What must happen before the async runtime starts: loads the config of
+    /// the supervisor this command hosts (`serve`, `run` without `--socket`,
+    /// `doctor`) and, when not root, enters the supervisor's own user and pid
+    /// namespaces (see [`rootless`]). The calling process then becomes the
+    /// shim that waits for the supervisor, and never returns.
+    pub fn prepare(&mut self) -> Result<(), Box<dyn std::error::Error>> {
+        let on_signal = match &self.command {
+            Command::Serve { .. } => OnSignal::Relay,
+            Command::Run(args) if args.socket.is_none() => OnSignal::Kill,
+            Command::Doctor { .. } => OnSignal::Kill,
+            Command::Run(_) | Command::Bench(_) => return Ok(()),
+        };
+        let config = self.hosted_config()?;
+        if !nix::unistd::geteuid().is_root() {
+            let slots = crate::sandbox::ids::slots_for(config.pool.worker_count());
+            rootless::enter(config.sandbox.uid_base, slots, on_signal)?;
+        }
+        self.config = Some(config);
+        Ok(())
+    }
+
+    /// The hosted supervisor's config: as `prepare` loaded it, else loaded now.
+    fn hosted_config(&mut self) -> Result<Config, crate::config::ConfigError> {
+        if let Some(config) = self.config.take() {
+            return Ok(config);
+        }
+        match &self.command {
+            Command::Serve { config, .. } | Command::Doctor { config, .. } => load_config(config.as_deref()),
+            Command::Run(args) => {
+                let mut config = load_config(args.config.as_deref())?;
+                if args.config.is_none() {
+                    config.pool.workers = 1; // one job needs one warm worker
+                }
+                Ok(config)
+            }
+            Command::Bench(_) => Config::parse(""),
+        }
+    }
+
     /// Runs the command; returns the process exit status.
-    pub async fn execute(self) -> Result<u8, Box<dyn std::error::Error>> {
+    pub async fn execute(mut self) -> Result<u8, Box<dyn std::error::Error>> {
+        let config = self.hosted_config()?;
         match self.command {
-            Command::Serve { socket, config } => {
-                let config = load_config(config.as_deref())?;
+            Command::Serve { socket, .. } => {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
                 server::serve(config, &socket, shutdown, || {}).await?;
                 Ok(exit_code::OK)
             }
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(args, config).await,
             Command::Bench(args) => {
                 crate::bench::run(args).await?;
                 Ok(exit_code::OK)
             }
-            Command::Doctor { json, config } => doctor(&load_config(config.as_deref())?, json),
+            Command::Doctor { json, .. } => doctor(&config, json),
         }
     }
 }
@@ -126,32 +169,25 @@ impl Cli {
 /// Probes the host as `serve` does and reports per layer.
 fn doctor(config: &Config, as_json: bool) -> Result<u8, Box<dyn std::error::Error>> {
     let cgroups = crate::cgroup::Cgroups::init();
-    let has_pids = cgroups.as_ref().is_ok_and(|c| c.has_pids());
-    let support = HostSupport::probe(has_pids, config.sandbox.uid_base);
+    let base = config.sandbox.uid_base;
+    let slots = crate::sandbox::ids::slots_for(config.pool.worker_count());
+    let support = HostSupport::probe(cgroups.as_ref().map_err(|e| crate::zygote::error_chain(e)), base..base + slots);
     let mut layers = Vec::new();
     let mut would_start = true;
-    match &cgroups {
-        Ok(cgroups) => layers.push(json!({
-            "layer": "memory_cgroup", "supported": true, "required": true, "enforced": true,
-            "detail": format!("cgroup {}", cgroups.version()),
-        })),
-        Err(error) => {
-            would_start = false;
-            layers.push(json!({
-                "layer": "memory_cgroup", "supported": false, "required": true, "enforced": false,
-                "detail": crate::zygote::error_chain(error),
-            }));
-        }
-    }
     for (layer, supported) in support.layers() {
         let required = config.sandbox.required(layer);
         would_start &= supported.is_ok() || !required;
+        let detail = match (layer, supported, &cgroups) {
+            (crate::sandbox::Layer::MemoryLimit, Ok(()), Ok(cgroups)) => format!("cgroup {}", cgroups.version()),
+            (_, Ok(()), _) => String::new(),
+            (_, Err(reason), _) => reason.clone(),
+        };
         layers.push(json!({
             "layer": layer.name(),
             "supported": supported.is_ok(),
             "required": required,
             "enforced": supported.is_ok(),
-            "detail": supported.as_ref().err().cloned().unwrap_or_default(),
+            "detail": detail,
         }));
     }
     if let Ok(cgroups) = cgroups {
@@ -198,7 +234,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-async fn run(args: RunArgs) -> Result<u8, Box<dyn std::error::Error>> {
+async fn run(args: RunArgs, config: Config) -> Result<u8, Box<dyn std::error::Error>> {
     let code = match (&args.code, &args.script) {
         (Some(path), _) => job::Code::InlineCode(
             std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
@@ -229,13 +265,7 @@ async fn run(args: RunArgs) -> Result<u8, Box<dyn std::error::Error>> {
 
     let reply = match &args.socket {
         Some(socket) => Client::connect(socket).await?.run(job, input.as_ref().map(AsFd::as_fd)).await?,
-        None => {
-            let mut config = load_config(args.config.as_deref())?;
-            if args.config.is_none() {
-                config.pool.workers = 1; // one job needs one warm worker
-            }
-            run_private(config, job, input.as_ref()).await?
-        }
+        None => run_private(config, job, input.as_ref()).await?,
     };
     let (report, status) = describe(&reply, args.output.as_deref())?;
     println!("{report}");

@@ -9,7 +9,7 @@
 //!   script names, [`config`] gives the limits) or rejects it.
 //! - [`pool`] queues it and hands it to an idle [`worker`], which was forked
 //!   earlier by the [`zygote`] (whose Python files are [`runtime_files`]) into
-//!   its own [`cgroup`], with [`capture`] pipes for stdout and stderr, and
+//!   its own [`cgroup`] (its [`job_tree`]), with [`capture`] pipes for stdout and stderr, and
 //!   confined itself as the [`sandbox`] plan says before reporting ready.
 //! - The worker runs it and reports; the supervisor kills what is left,
 //!   learns the exit status from the [`reaper`], validates the output table
@@ -25,7 +25,9 @@ pub mod channel;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod instance;
 pub mod job;
+pub mod job_tree;
 pub mod outcome;
 pub mod output_table;
 pub mod pool;

@@ -29,11 +29,11 @@ pub struct RuntimeDir {
 }
 
 impl RuntimeDir {
-    /// Creates `<parent>/pyclave-<pid>` (mode 0755 directories, 0644 files:
+    /// Creates `<parent>/pyclave-<host pid>` (mode 0755 directories, 0644 files:
     /// the unprivileged workers read them) and writes the runtime into it. A
     /// directory left by a crashed run with the same pid is replaced.
     pub fn create(parent: &Path) -> io::Result<Self> {
-        let path = parent.join(format!("pyclave-{}", std::process::id()));
+        let path = parent.join(format!("pyclave-{}", crate::instance::host_pid()));
         if path.exists() {
             std::fs::remove_dir_all(&path)?;
         }

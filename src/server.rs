@@ -84,11 +84,18 @@ pub async fn serve(
     shutdown: CancellationToken,
     ready: impl FnOnce(),
 ) -> Result<(), ServerError> {
-    let cgroups = Arc::new(Cgroups::init()?);
+    let workers = config.pool.worker_count();
+    let slots = crate::sandbox::ids::slots_for(workers);
+    let cgroups = Cgroups::init().map(Arc::new);
     // Probe before the reaper runs: the probes wait for their own children.
-    let support = HostSupport::probe(cgroups.has_pids(), config.sandbox.uid_base);
+    let support = HostSupport::probe(
+        cgroups.as_deref().map_err(|error| crate::zygote::error_chain(error)),
+        config.sandbox.uid_base..config.sandbox.uid_base + slots,
+    );
     let runtime = RuntimeDir::create(&RuntimeDir::default_parent()).map_err(ServerError::Runtime)?;
     let plan = Plan::decide(&config.sandbox, &support, &runtime)?;
+    // Unusable cgroups are fine only when the memory_limit layer was lowered.
+    let cgroups = cgroups.ok();
 
     let exits = ExitRegistry::default();
     // Become a subreaper before the first fork, so no worker escapes us.
@@ -112,23 +119,21 @@ pub async fn serve(
         plan: plan.zygote_plan.clone(),
     };
     let zygote = Zygote::start(zygote_settings, exits, shutdown.clone()).await?;
-    let workers = config.pool.worker_count();
     let pool_settings = PoolSettings {
         workers,
         max_queued_jobs: config.server.max_queued_jobs,
         limits: config.limits,
         output: config.output,
-        // Idle and running workers, and a few on their way out.
-        uids: UidPool::new(config.sandbox.uid_base, (2 * workers + 4) as u32),
+        uids: UidPool::new(config.sandbox.uid_base, slots),
         max_processes: plan.limits_processes().then_some(plan.max_processes),
         disabled_layers: plan.disabled_names(),
     };
-    let pool = Pool::start(pool_settings, zygote, Arc::clone(&cgroups), shutdown.clone()).await?;
+    let pool = Pool::start(pool_settings, zygote, cgroups.clone(), shutdown.clone()).await?;
     let listener = bind(socket_path)?;
     tracing::info!(
         socket = %socket_path.display(),
         workers,
-        cgroup = cgroups.version(),
+        cgroup = cgroups.as_ref().map_or("none", |cgroups| cgroups.version()),
         disabled_layers = ?plan.disabled_names(),
         "pyclave supervisor ready"
     );
@@ -147,13 +152,19 @@ pub async fn serve(
     let grace = Duration::from_millis(context.config.server.shutdown_grace_ms);
     if tokio::time::timeout(grace, connections.wait()).await.is_err() {
         tracing::warn!(?grace, "running jobs did not finish within the shutdown grace period; killing them");
-        cgroups.remove();
+        remove_cgroups(cgroups.as_deref());
         let _ = tokio::time::timeout(FLUSH_AFTER_KILL, connections.wait()).await;
     }
-    cgroups.remove();
+    remove_cgroups(cgroups.as_deref());
     reaper.abort();
     drop(runtime);
     Ok(())
+}
+
+fn remove_cgroups(cgroups: Option<&Cgroups>) {
+    if let Some(cgroups) = cgroups {
+        cgroups.remove();
+    }
 }
 
 /// Binds the socket with mode 0660, replacing a stale socket file left by a

@@ -1,4 +1,5 @@
-//! Hostile scripts against one real supervisor.
+//! Hostile scripts against a real supervisor: one run as root, one run
+//! rootless (started by an unprivileged user, see tests/rootless.rs).
 //!
 //! Every `tests/hostile/*.py` (sorted by name; names starting with `_` are
 //! not scripts) is one attack. Its header states the exact outcome it must
@@ -517,9 +518,9 @@ fn build_id_probe() -> (tempfile::TempDir, PathBuf) {
     (dir, binary)
 }
 
-/// Host pids of live processes of this suite's jobs (uids from `uid_base`)
-/// whose comm starts with `prefix`.
-fn processes_with_prefix(prefix: &str, uid_base: u32) -> Vec<(i32, String)> {
+/// Host pids of live processes of this suite's jobs (host uids in
+/// `job_uids`) whose comm starts with `prefix`.
+fn processes_with_prefix(prefix: &str, job_uids: &std::ops::Range<u32>) -> Vec<(i32, String)> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .flatten()
@@ -530,7 +531,7 @@ fn processes_with_prefix(prefix: &str, uid_base: u32) -> Vec<(i32, String)> {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
             let uid: u32 =
                 status.lines().find_map(|line| line.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()?;
-            let ours = (uid_base..uid_base + UID_SPAN).contains(&uid);
+            let ours = job_uids.contains(&uid);
             (comm.starts_with(prefix) && ours && process_exists(pid)).then_some((pid, comm))
         })
         .collect()
@@ -673,6 +674,19 @@ struct Failure {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_scripts_are_contained() {
+    run_suite(Privilege::Root).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_scripts_are_contained_rootless() {
+    run_suite(Privilege::Rootless { delegated_cgroup: true }).await;
+}
+
+/// Runs every script against one supervisor started as `privilege`.
+async fn run_suite(privilege: Privilege) {
+    // One suite at a time: both load the two cores with bombs and spins.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
     let paths = script_paths();
     let filter = std::env::var("HOSTILE_FILTER").ok();
@@ -690,7 +704,11 @@ async fn hostile_scripts_are_contained() {
     let uid_base = suite_uid_base();
     let config = SUITE_CONFIG.replace("{{PROBE_DIR}}", &probe_dir).replace("{{UID_BASE}}", &uid_base.to_string());
     let canary = format!("canary-{:x}-{}", nanos(), std::process::id());
-    let mut supervisor = Supervisor::start_with_env(&config, &[(CANARY_VARIABLE, canary.as_str())]);
+    let mut supervisor = Supervisor::start_as(privilege, &config, &[(CANARY_VARIABLE, canary.as_str())]);
+    // Rootless, workers' uids from `uid_base` are the user's subordinate uids on the host.
+    let first_job_uid = if privilege == Privilege::Root { uid_base } else { subordinate_uids().start };
+    let job_uids = first_job_uid..first_job_uid + UID_SPAN;
+    let mode = if privilege == Privilege::Root { "root" } else { "rootless" };
     let listeners = Listeners::open();
 
     let mut constant: Vec<(&str, String)> = listeners.placeholders();
@@ -797,10 +815,10 @@ async fn hostile_scripts_are_contained() {
         // Exec jobs are answered first and reaped after, and the kernel
         // takes a moment to tear a killed process down: allow for both.
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut leftovers = processes_with_prefix(LEFTOVER_PREFIX, uid_base);
+        let mut leftovers = processes_with_prefix(LEFTOVER_PREFIX, &job_uids);
         while !leftovers.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            leftovers = processes_with_prefix(LEFTOVER_PREFIX, uid_base);
+            leftovers = processes_with_prefix(LEFTOVER_PREFIX, &job_uids);
         }
         if !leftovers.is_empty() {
             problems.push(format!("processes outlived the job: {leftovers:?}"));
@@ -814,7 +832,7 @@ async fn hostile_scripts_are_contained() {
         }
 
         let verdict = if problems.is_empty() { "ok" } else { "FAILED" };
-        println!("hostile/{name}: {verdict} ({:.2} s)", script_started.elapsed().as_secs_f64());
+        println!("hostile[{mode}]/{name}: {verdict} ({:.2} s)", script_started.elapsed().as_secs_f64());
         if !problems.is_empty() {
             failures.push(fail(problems, &script.expect.text, &script.must_not, got));
         }
@@ -824,11 +842,11 @@ async fn hostile_scripts_are_contained() {
         }
     }
 
-    println!("hostile: {ran} scripts in {:.1} s, {} failed", started.elapsed().as_secs_f64(), failures.len());
+    println!("hostile[{mode}]: {ran} scripts in {:.1} s, {} failed", started.elapsed().as_secs_f64(), failures.len());
     if !failures.is_empty() {
         let mut report = String::new();
         for failure in &failures {
-            let _ = writeln!(report, "\n=== hostile/{} FAILED", failure.script);
+            let _ = writeln!(report, "\n=== hostile[{mode}]/{} FAILED", failure.script);
             for line in &failure.must_not {
                 let _ = writeln!(report, "  must not: {line}");
             }
@@ -843,7 +861,7 @@ async fn hostile_scripts_are_contained() {
             }
         }
         let names: Vec<&str> = failures.iter().map(|f| f.script.as_str()).collect();
-        panic!("{} hostile script(s) failed: {}\n{report}", failures.len(), names.join(", "));
+        panic!("{} hostile script(s) failed ({mode}): {}\n{report}", failures.len(), names.join(", "));
     }
     supervisor.assert_healthy().await;
 }

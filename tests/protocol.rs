@@ -136,7 +136,7 @@ fn doctor_reports_every_layer_and_whether_serve_would_start() {
         report["layers"].as_array().expect("layers").iter().map(|l| l["layer"].as_str().expect("name")).collect();
     assert_eq!(
         layers,
-        ["memory_cgroup", "namespaces", "minimal_root", "unprivileged_user", "seccomp", "resource_limits"]
+        ["namespaces", "minimal_root", "unprivileged_user", "seccomp", "memory_limit", "resource_limits"]
     );
     // This suite runs as root on a host with every layer (the other tests rely on it).
     assert_eq!(report["serve_would_start"], true, "{report}");

@@ -11,7 +11,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Err(error) = cli.prepare() {
+        eprintln!("pyclave: {}", pyclave::zygote::error_chain(error.as_ref()));
+        return ExitCode::from(exit_code::ERROR);
+    }
     // One thread: the supervisor's work per job is small and I/O-bound, and
     // on a 2-core host cross-thread wake-ups cost more than they buy
     // (measured: ~20 % less supervisor CPU per job). Arrow validation runs on

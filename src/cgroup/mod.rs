@@ -3,7 +3,7 @@
 //!
 //! cgroup v2 is used when its memory controller is available to us; otherwise
 //! the v1 `memory` and `cpuacct` hierarchies. Job cgroups live in an instance
-//! directory `pyclave-<supervisor pid>` below the supervisor's own cgroup, so
+//! directory `pyclave-<supervisor's host pid>` below the supervisor's own cgroup, so
 //! the limits of whoever runs the supervisor still apply; instance directories
 //! left by a crashed run are cleaned at start-up.
 
@@ -334,7 +334,7 @@ fn join_cgroup_path(mount: &Path, cgroup: &str) -> PathBuf {
 }
 
 fn instance_name() -> String {
-    format!("{INSTANCE_PREFIX}{}", std::process::id())
+    format!("{INSTANCE_PREFIX}{}", crate::instance::host_pid())
 }
 
 /// Removes `pyclave-<pid>` directories in `parent` whose supervisor is gone,
@@ -343,11 +343,11 @@ fn remove_stale_instances(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(INSTANCE_PREFIX)).and_then(|p| p.parse::<i32>().ok())
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(INSTANCE_PREFIX)).and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
-        if pid == std::process::id() as i32 || kill(Pid::from_raw(pid), None).is_ok() {
+        if pid == crate::instance::host_pid() || crate::instance::host_process_exists(pid) {
             continue;
         }
         tracing::warn!(path = %entry.path().display(), "removing cgroups left by a crashed supervisor");

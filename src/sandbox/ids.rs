@@ -6,6 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// How many uids a pool of `workers` leases at most: idle and running
+/// workers, and a few on their way out.
+pub fn slots_for(workers: usize) -> u32 {
+    (2 * workers + 4) as u32
+}
+
 /// A pool of uids; a [`UidLease`] returns its uid when dropped.
 #[derive(Clone)]
 pub struct UidPool {

@@ -1,8 +1,8 @@
 //! Worker confinement, as the supervisor sees it: which layers the host
 //! supports ([`probe`]), which the config requires, the [`Plan`] handed to
 //! the zygote (the worker applies it right after fork, see
-//! `worker/pyclave_worker/confine.py`), and the uids workers run as
-//! ([`ids`]).
+//! `worker/pyclave_worker/confine.py`), the uids workers run as ([`ids`]),
+//! and how an unprivileged supervisor gets there ([`rootless`]).
 //!
 //! Start-up fails closed: a layer the host cannot provide stops the server
 //! unless the config lowers it (`require_<layer> = false`); then every
@@ -10,6 +10,7 @@
 
 pub mod ids;
 pub mod probe;
+pub mod rootless;
 pub mod seccomp;
 
 use std::collections::BTreeMap;
@@ -34,13 +35,22 @@ pub enum Layer {
     UnprivilegedUser,
     /// The syscall allowlist.
     Seccomp,
-    /// Per-job pids limit (cgroup) and rlimits; the memory limit is always on.
+    /// Per-job memory limit without swap, CPU accounting and OOM detection,
+    /// through a cgroup (root, or a delegated cgroup when rootless).
+    MemoryLimit,
+    /// Per-job pids limit (cgroup); the rlimits are always applied.
     ResourceLimits,
 }
 
 impl Layer {
-    pub const ALL: [Layer; 5] =
-        [Layer::Namespaces, Layer::MinimalRoot, Layer::UnprivilegedUser, Layer::Seccomp, Layer::ResourceLimits];
+    pub const ALL: [Layer; 6] = [
+        Layer::Namespaces,
+        Layer::MinimalRoot,
+        Layer::UnprivilegedUser,
+        Layer::Seccomp,
+        Layer::MemoryLimit,
+        Layer::ResourceLimits,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -48,6 +58,7 @@ impl Layer {
             Layer::MinimalRoot => "minimal_root",
             Layer::UnprivilegedUser => "unprivileged_user",
             Layer::Seccomp => "seccomp",
+            Layer::MemoryLimit => "memory_limit",
             Layer::ResourceLimits => "resource_limits",
         }
     }
@@ -67,6 +78,7 @@ pub struct SandboxConfig {
     pub require_minimal_root: bool,
     pub require_unprivileged_user: bool,
     pub require_seccomp: bool,
+    pub require_memory_limit: bool,
     pub require_resource_limits: bool,
     /// Workers run as uid and gid `uid_base + slot`; slots are never shared
     /// by two live workers.
@@ -92,6 +104,7 @@ impl Default for SandboxConfig {
             require_minimal_root: true,
             require_unprivileged_user: true,
             require_seccomp: true,
+            require_memory_limit: true,
             require_resource_limits: true,
             uid_base: 200_000,
             tmp_size_bytes: 64 * MIB,
@@ -112,6 +125,7 @@ impl SandboxConfig {
             Layer::MinimalRoot => self.require_minimal_root,
             Layer::UnprivilegedUser => self.require_unprivileged_user,
             Layer::Seccomp => self.require_seccomp,
+            Layer::MemoryLimit => self.require_memory_limit,
             Layer::ResourceLimits => self.require_resource_limits,
         }
     }
@@ -180,18 +194,15 @@ impl Plan {
         let mut read_only_paths: Vec<String> = LIBRARY_PATHS.iter().map(|p| (*p).to_owned()).collect();
         read_only_paths.push(runtime.python_dir().display().to_string());
         read_only_paths.extend(config.extra_read_only_paths.iter().map(|p| p.display().to_string()));
-        let rlimits = if on(Layer::ResourceLimits) {
-            let limit = |resource: i32, value: u64| Rlimit { resource: resource as u32, soft: value, hard: value };
-            vec![
-                limit(libc::RLIMIT_CORE as i32, 0),
-                limit(libc::RLIMIT_FSIZE as i32, config.max_file_size_bytes),
-                limit(libc::RLIMIT_NOFILE as i32, config.max_open_files),
-                limit(libc::RLIMIT_NPROC as i32, config.max_processes),
-                limit(libc::RLIMIT_STACK as i32, config.stack_bytes),
-            ]
-        } else {
-            Vec::new()
-        };
+        // Every host has rlimits: they apply even when the pids cgroup is off.
+        let limit = |resource: i32, value: u64| Rlimit { resource: resource as u32, soft: value, hard: value };
+        let rlimits = vec![
+            limit(libc::RLIMIT_CORE as i32, 0),
+            limit(libc::RLIMIT_FSIZE as i32, config.max_file_size_bytes),
+            limit(libc::RLIMIT_NOFILE as i32, config.max_open_files),
+            limit(libc::RLIMIT_NPROC as i32, config.max_processes),
+            limit(libc::RLIMIT_STACK as i32, config.stack_bytes),
+        ];
         let zygote_plan = SandboxPlan {
             namespaces: on(Layer::Namespaces),
             minimal_root: on(Layer::MinimalRoot),
@@ -213,6 +224,11 @@ impl Plan {
 
     pub fn limits_processes(&self) -> bool {
         !self.disabled.contains(&Layer::ResourceLimits)
+    }
+
+    /// Whether jobs get cgroups (memory limit, CPU accounting).
+    pub fn limits_memory(&self) -> bool {
+        !self.disabled.contains(&Layer::MemoryLimit)
     }
 }
 
@@ -261,8 +277,9 @@ mod tests {
             SandboxConfig { require_seccomp: false, require_resource_limits: false, ..SandboxConfig::default() };
         let plan = decide(&config, &host(&[Layer::Seccomp, Layer::ResourceLimits])).expect("starts lowered");
         assert_eq!(plan.disabled_names(), ["seccomp", "resource_limits"]);
-        assert!(plan.zygote_plan.seccomp_filters.is_empty() && plan.zygote_plan.rlimits.is_empty());
-        assert!(!plan.limits_processes());
+        assert!(plan.zygote_plan.seccomp_filters.is_empty());
+        assert_eq!(plan.zygote_plan.rlimits.len(), 5, "rlimits need no cgroup");
+        assert!(!plan.limits_processes() && plan.limits_memory());
         assert!(plan.zygote_plan.namespaces, "the other layers stay on");
     }
 

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::Layer;
+use crate::cgroup::Cgroups;
 
 /// Per layer: available, or why not.
 #[derive(Debug, Clone, Serialize)]
@@ -12,35 +13,50 @@ pub struct HostSupport {
 }
 
 impl HostSupport {
-    /// Probes every layer. `has_pids_controller` comes from the cgroup
-    /// set-up; `uid` is one the workers would run as.
+    /// Probes every layer. `cgroups` is what the cgroup set-up found (the
+    /// memory and pids layers); `worker_uids` are the ids workers run as.
     ///
     /// Forks: call it before anything else reaps children (the supervisor's
     /// reaper would take the probes' exit statuses).
-    pub fn probe(has_pids_controller: bool, uid: u32) -> Self {
+    pub fn probe(cgroups: Result<&Cgroups, String>, worker_uids: std::ops::Range<u32>) -> Self {
+        // Root here is real root, or root of the user namespace a rootless
+        // supervisor made for itself (see `rootless`).
         let root = nix::unistd::geteuid().is_root();
         let namespaces = if root {
-            check_in_child(
-                || namespaces_work(uid),
-                "cannot create the pid, mount, net, ipc, uts, cgroup and user namespaces",
-            )
+            check_in_child(namespaces_work, "cannot create the pid, mount, net, ipc, uts, cgroup and user namespaces")
         } else {
-            Err("the supervisor is not root (rootless mode needs the supervisor in its own user namespace)".into())
+            Err("the supervisor is not root, not even in its own user namespace".into())
         };
         let minimal_root = match &namespaces {
             Ok(()) => check_in_child(private_tmpfs_mounts, "cannot mount a private tmpfs in a new mount namespace"),
             Err(_) => Err("needs the mount namespace".into()),
         };
-        let unprivileged =
-            if root { Ok(()) } else { Err("the supervisor is not root: workers cannot get distinct uids".into()) };
+        let unprivileged = if worker_uids.start == 0 {
+            Err("uid_base must not be 0".into())
+        } else if run_in_child(|| can_become(worker_uids.start)) && run_in_child(|| can_become(worker_uids.end - 1)) {
+            Ok(())
+        } else {
+            Err(match super::rootless::worker_ids_unmapped_reason() {
+                Some(reason) => format!(
+                    "rootless without subordinate ids ({reason}): give the user a range in /etc/subuid and \
+                     /etc/subgid and install newuidmap/newgidmap (the uidmap package)"
+                ),
+                None => format!("cannot switch to the workers' uids {worker_uids:?}"),
+            })
+        };
         let seccomp = check_in_child(seccomp_filter_loads, "the kernel refuses seccomp filters");
-        let limits = if has_pids_controller { Ok(()) } else { Err("no pids cgroup controller".into()) };
+        let (memory, limits) = match cgroups {
+            Ok(cgroups) if cgroups.has_pids() => (Ok(()), Ok(())),
+            Ok(_) => (Ok(()), Err("no pids cgroup controller".into())),
+            Err(reason) => (Err(reason), Err("no usable cgroup for a pids limit".into())),
+        };
         Self {
             layers: vec![
                 (Layer::Namespaces, namespaces),
                 (Layer::MinimalRoot, minimal_root),
                 (Layer::UnprivilegedUser, unprivileged),
                 (Layer::Seccomp, seccomp),
+                (Layer::MemoryLimit, memory),
                 (Layer::ResourceLimits, limits),
             ],
         }
@@ -84,22 +100,24 @@ fn run_in_child(test: impl FnOnce() -> bool) -> bool {
     }
 }
 
-/// The worker's sequence: namespaces as root, then a user namespace as `uid`.
-fn namespaces_work(uid: u32) -> bool {
+/// The worker's namespaces, then a user namespace of its own.
+fn namespaces_work() -> bool {
     let flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP
         | libc::CLONE_NEWPID;
-    // SAFETY: plain syscalls on this (child) process's own credentials and
-    // namespaces; no memory is shared with them.
-    unsafe {
-        libc::unshare(flags) == 0
-            && libc::setresgid(uid, uid, uid) == 0
-            && libc::setresuid(uid, uid, uid) == 0
-            && libc::unshare(libc::CLONE_NEWUSER) == 0
-    }
+    // SAFETY: plain syscalls on this (child) process's own namespaces; no
+    // memory is shared with them.
+    unsafe { libc::unshare(flags) == 0 && libc::unshare(libc::CLONE_NEWUSER) == 0 }
+}
+
+/// Whether this process may take `id` as its uid and gid (it is mapped in
+/// our user namespace and we may switch to it).
+fn can_become(id: u32) -> bool {
+    // SAFETY: plain syscalls on the calling (child) process's credentials.
+    unsafe { libc::setresgid(id, id, id) == 0 && libc::setresuid(id, id, id) == 0 }
 }
 
 fn private_tmpfs_mounts() -> bool {

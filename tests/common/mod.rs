@@ -7,6 +7,8 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+mod rootless;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,9 +19,27 @@ use pyclave::proto::api::{Job, JobKind, Limits, job, outcome::Kind};
 
 pub struct Supervisor {
     child: Child,
+    /// The supervisor process (in rootless mode the child is its shim).
+    pid: u32,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
+    /// Rootless only: the cgroups delegated to it, removed after it exits.
+    delegated: Vec<PathBuf>,
 }
+
+/// How the test starts `pyclave serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    Root,
+    /// As [`ROOTLESS_USER`], with or without a delegated cgroup.
+    Rootless {
+        delegated_cgroup: bool,
+    },
+}
+
+/// The unprivileged user rootless tests run the supervisor as; it has a
+/// subordinate id range (`scripts/setup.sh` creates both).
+pub const ROOTLESS_USER: &str = "pyclave-rootless";
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,27 +59,18 @@ impl Supervisor {
     }
 
     pub fn start_with_env(extra_config: &str, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("pyclave.sock");
-        let config = dir.path().join("pyclave.toml");
-        let mut text = extra_config.to_owned();
-        if !text.contains("[pool]") {
-            text.push_str("\n[pool]\n");
-        }
-        let text = text.replacen("[pool]", &format!("[pool]\npython = {:?}", venv_python().display().to_string()), 1);
-        std::fs::write(&config, text).expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_pyclave"))
-            .args(["serve", "--socket"])
-            .arg(&socket)
-            .arg("--config")
-            .arg(&config)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "pyclave=debug")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start pyclave serve");
-        let supervisor = Self { child, dir, socket };
+        Self::start_as(Privilege::Root, extra_config, env)
+    }
+
+    pub fn start_as(privilege: Privilege, extra_config: &str, env: &[(&str, &str)]) -> Self {
+        let (mut command, dir, socket, delegated) = serve_command(privilege, extra_config);
+        let child = command.envs(env.iter().copied()).spawn().expect("start pyclave serve");
+        let mut supervisor = Self { pid: child.id(), child, dir, socket, delegated };
         supervisor.wait_ready();
+        if privilege != Privilege::Root {
+            let shim = supervisor.child.id() as i32;
+            supervisor.pid = *children_of(shim).first().expect("the rootless shim runs the supervisor") as u32;
+        }
         supervisor
     }
 
@@ -78,8 +89,9 @@ impl Supervisor {
         Client::connect(&self.socket).await.expect("connect")
     }
 
+    /// The supervisor process's host pid.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// The supervisor process is still running.
@@ -110,6 +122,73 @@ impl Drop for Supervisor {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        remove_delegated_cgroups(&self.delegated);
+    }
+}
+
+/// `pyclave serve` on a fresh socket with `extra_config` (TOML) appended to
+/// a config that points at the venv; with its directory, socket and (rootless)
+/// delegated cgroups.
+pub fn serve_command(privilege: Privilege, extra_config: &str) -> (Command, tempfile::TempDir, PathBuf, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("pyclave.sock");
+    let config = dir.path().join("pyclave.toml");
+    let mut text = extra_config.to_owned();
+    if !text.contains("[pool]") {
+        text.push_str("\n[pool]\n");
+    }
+    let text = text.replacen("[pool]", &format!("[pool]\npython = {:?}", venv_python().display().to_string()), 1);
+    std::fs::write(&config, text).expect("write config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pyclave"));
+    command
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "pyclave=debug")
+        .stdin(Stdio::null());
+    let delegated = match privilege {
+        Privilege::Root => Vec::new(),
+        Privilege::Rootless { delegated_cgroup } => rootless::prepare(&mut command, dir.path(), delegated_cgroup),
+    };
+    (command, dir, socket, delegated)
+}
+
+/// The subordinate uids of [`ROOTLESS_USER`]; a rootless supervisor maps
+/// its workers' uids (from `uid_base`) to these, in order.
+pub fn subordinate_uids() -> std::ops::Range<u32> {
+    let text = std::fs::read_to_string("/etc/subuid").expect("/etc/subuid");
+    let line =
+        text.lines().find(|line| line.starts_with(&format!("{ROOTLESS_USER}:"))).expect("a range (scripts/setup.sh)");
+    let mut fields = line.split(':').skip(1).map(|n| n.parse::<u32>().expect("number"));
+    let (start, count) = (fields.next().expect("start"), fields.next().expect("count"));
+    start..start + count
+}
+
+/// Host pids of the live children of `parent`.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|pid| pid.parse::<i32>().ok()))
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)) == Some(&parent.to_string())
+        })
+        .filter(|pid| process_exists(*pid))
+        .collect()
+}
+
+fn remove_delegated_cgroups(dirs: &[PathBuf]) {
+    for dir in dirs {
+        // The supervisor removed its own cgroups below; give the kernel a
+        // moment to let go of the exited processes.
+        for _ in 0..100 {
+            if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -245,7 +324,7 @@ pub fn zygote_pids(supervisor: &Supervisor) -> Vec<i32> {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let parent = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).unwrap_or("");
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            parent == supervisor.pid().to_string() && String::from_utf8_lossy(&cmdline).contains("zygote.main")
+            parent == supervisor.pid.to_string() && String::from_utf8_lossy(&cmdline).contains("zygote.main")
         })
         .filter(|pid| process_exists(*pid))
         .collect()

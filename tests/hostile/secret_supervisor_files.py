@@ -1,4 +1,4 @@
-# expect: ok value={"config": "FileNotFoundError", "socket": "FileNotFoundError", "socket_dir": "FileNotFoundError", "run": ["<runtime>"], "runtime": ["python"]}
+# expect: ok value={"config": "FileNotFoundError", "socket": "FileNotFoundError", "socket_dir": "FileNotFoundError", "parent": ["<runtime>"], "runtime": ["python"]}
 # must-not: read the supervisor's config file or see its socket directory; see more of the runtime directory than the read-only worker code
 import os
 import sys
@@ -17,12 +17,13 @@ def attempt(path):
 
 
 def main():
-    runtime = os.path.dirname(sys.modules["pyclave_worker"].__path__[0])  # /run/pyclave-<pid>/python
+    runtime = os.path.dirname(sys.modules["pyclave_worker"].__path__[0])  # <parent>/pyclave-<pid>/python
     runtime_name = os.path.basename(os.path.dirname(runtime))
+    parent = os.path.dirname(os.path.dirname(runtime))  # /run as root, the temp directory rootless
     return {
         "config": attempt("{{CONFIG_PATH}}"),
         "socket": attempt("{{SOCKET_PATH}}"),
         "socket_dir": attempt(os.path.dirname("{{SOCKET_PATH}}")),
-        "run": ["<runtime>" if name == runtime_name else name for name in sorted(os.listdir("/run"))],
+        "parent": ["<runtime>" if name == runtime_name else name for name in sorted(os.listdir(parent))],
         "runtime": sorted(os.listdir(os.path.dirname(runtime))),
     }
