@@ -20,10 +20,17 @@ def main():
     runtime = os.path.dirname(sys.modules["pyclave_worker"].__path__[0])  # <parent>/pyclave-<pid>/python
     runtime_name = os.path.basename(os.path.dirname(runtime))
     parent = os.path.dirname(os.path.dirname(runtime))  # /run as root, the temp directory rootless
+    # Python's own paths are bound on purpose (a checkout under /tmp puts its venv there).
+    python_paths = [path for path in sys.path + [sys.prefix, sys.base_prefix] if path]
+
+    def python_path(name):
+        full = os.path.join(parent, name)
+        return any(path == full or path.startswith(full + "/") for path in python_paths)
     return {
         "config": attempt("{{CONFIG_PATH}}"),
         "socket": attempt("{{SOCKET_PATH}}"),
         "socket_dir": attempt(os.path.dirname("{{SOCKET_PATH}}")),
-        "parent": ["<runtime>" if name == runtime_name else name for name in sorted(os.listdir(parent))],
+        "parent": ["<runtime>" if name == runtime_name else name
+                   for name in sorted(os.listdir(parent)) if name == runtime_name or not python_path(name)],
         "runtime": sorted(os.listdir(os.path.dirname(runtime))),
     }
