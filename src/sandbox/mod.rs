@@ -203,11 +203,13 @@ impl Plan {
             limit(libc::RLIMIT_NPROC as i32, config.max_processes),
             limit(libc::RLIMIT_STACK as i32, config.stack_bytes),
         ];
+        let seccomp = if on(Layer::Seccomp) { Some(seccomp::compile()?) } else { None };
         let zygote_plan = SandboxPlan {
             namespaces: on(Layer::Namespaces),
             minimal_root: on(Layer::MinimalRoot),
             drop_privileges: on(Layer::UnprivilegedUser),
-            seccomp_filters: if on(Layer::Seccomp) { seccomp::compile()? } else { Vec::new() },
+            seccomp_filters: seccomp.as_ref().map(|programs| programs.worker.clone()).unwrap_or_default(),
+            zygote_seccomp_filter: seccomp.map(|programs| programs.zygote).unwrap_or_default(),
             read_only_paths,
             root_mount_point: runtime.root_mount_point().display().to_string(),
             tmp_size_bytes: config.tmp_size_bytes,
@@ -259,6 +261,7 @@ mod tests {
         let zygote = &plan.zygote_plan;
         assert!(zygote.namespaces && zygote.minimal_root && zygote.drop_privileges);
         assert_eq!(zygote.seccomp_filters.len(), 4);
+        assert!(!zygote.zygote_seccomp_filter.is_empty());
         assert_eq!(zygote.rlimits.len(), 5);
         assert_eq!(zygote.environment.get("HOME").map(String::as_str), Some("/tmp"));
         assert!(zygote.read_only_paths.iter().any(|path| path == "/usr/lib"));
@@ -277,7 +280,7 @@ mod tests {
             SandboxConfig { require_seccomp: false, require_resource_limits: false, ..SandboxConfig::default() };
         let plan = decide(&config, &host(&[Layer::Seccomp, Layer::ResourceLimits])).expect("starts lowered");
         assert_eq!(plan.disabled_names(), ["seccomp", "resource_limits"]);
-        assert!(plan.zygote_plan.seccomp_filters.is_empty());
+        assert!(plan.zygote_plan.seccomp_filters.is_empty() && plan.zygote_plan.zygote_seccomp_filter.is_empty());
         assert_eq!(plan.zygote_plan.rlimits.len(), 5, "rlimits need no cgroup");
         assert!(!plan.limits_processes() && plan.limits_memory());
         assert!(plan.zygote_plan.namespaces, "the other layers stay on");

@@ -1,6 +1,5 @@
 //! The seccomp policy: reviewed data (`seccomp.json`, one rule per syscall
-//! with the reason it is there), compiled with seccompiler into the BPF
-//! programs every worker installs.
+//! with the reason it is there), compiled with seccompiler into BPF.
 //!
 //! The policy is a stack of filters; the kernel runs them all and the most
 //! severe answer wins (trap > errno > allow):
@@ -8,9 +7,19 @@
 //! - `allowlist`: every syscall a job may make; anything else traps (SIGSYS,
 //!   reported with the syscall's name, then the worker dies). Foreign ABIs
 //!   (i386) kill outright; x32 numbers match no rule and trap.
+//! - `confinement`: the few syscalls a worker needs to confine itself and a
+//!   job may not make (mount, unshare, ...): trapped.
 //! - `enosys`, `eperm`, `eafnosupport`: syscalls (or argument patterns) that
 //!   are answered with an error instead: `clone3` so glibc falls back to
 //!   `clone`, namespace flags on `clone`, identity changes, non-Unix sockets.
+//!
+//! Installing the 1,200-instruction allowlist costs ~1 ms (the kernel
+//! evaluates it for every syscall number to cache constant answers), so it
+//! is not installed per worker: the zygote installs it once, widened by the
+//! `confinement` syscalls, and every worker inherits it at fork; after
+//! confining itself a worker installs only the short filters, `confinement`
+//! first, which take those syscalls away again. A job is bound by exactly
+//! the allowlist and the errno filters.
 
 use std::collections::HashMap;
 
@@ -18,8 +27,10 @@ use seccompiler::{BpfProgram, TargetArch};
 
 /// The policy as reviewed.
 pub const POLICY_JSON: &str = include_str!("seccomp.json");
-/// Installation order; the allowlist first.
-const FILTER_ORDER: [&str; 4] = ["allowlist", "enosys", "eperm", "eafnosupport"];
+/// What each worker installs, in this order, after it is confined.
+const WORKER_FILTERS: [&str; 4] = ["confinement", "enosys", "eperm", "eafnosupport"];
+/// The name the zygote's filter is compiled under.
+const ZYGOTE_FILTER: &str = "zygote";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -29,16 +40,38 @@ pub enum SeccompError {
     MissingFilter(&'static str),
     #[error("this architecture has no seccomp policy")]
     UnsupportedArch,
+    #[error("the seccomp policy is not valid JSON")]
+    Json(#[from] serde_json::Error),
 }
 
-/// The compiled filters, each as the bytes of a `struct sock_filter` array.
-pub fn compile() -> Result<Vec<Vec<u8>>, SeccompError> {
+/// The compiled policy, each program as the bytes of a `struct sock_filter`
+/// array.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// Installed once by the zygote: the allowlist plus `confinement`.
+    pub zygote: Vec<u8>,
+    /// Installed by every worker once confined, in order.
+    pub worker: Vec<Vec<u8>>,
+}
+
+/// Compiles the policy for this architecture.
+pub fn compile() -> Result<Programs, SeccompError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|_| SeccompError::UnsupportedArch)?;
-    let mut programs: HashMap<String, BpfProgram> = seccompiler::compile_from_json(POLICY_JSON.as_bytes(), arch)?;
-    FILTER_ORDER
-        .iter()
-        .map(|name| programs.remove(*name).map(|program| to_bytes(&program)).ok_or(SeccompError::MissingFilter(name)))
-        .collect()
+    let mut policy: serde_json::Value = serde_json::from_str(POLICY_JSON)?;
+    let confinement =
+        policy["confinement"]["filter"].as_array().cloned().ok_or(SeccompError::MissingFilter("confinement"))?;
+    let mut zygote = policy["allowlist"].clone();
+    zygote["filter"].as_array_mut().ok_or(SeccompError::MissingFilter("allowlist"))?.extend(confinement);
+    policy[ZYGOTE_FILTER] = zygote;
+    let mut programs: HashMap<String, BpfProgram> =
+        seccompiler::compile_from_json(policy.to_string().as_bytes(), arch)?;
+    let mut take = |name: &'static str| {
+        programs.remove(name).map(|program| to_bytes(&program)).ok_or(SeccompError::MissingFilter(name))
+    };
+    Ok(Programs {
+        zygote: take(ZYGOTE_FILTER)?,
+        worker: WORKER_FILTERS.into_iter().map(&mut take).collect::<Result<_, _>>()?,
+    })
 }
 
 fn to_bytes(program: &BpfProgram) -> Vec<u8> {
@@ -70,7 +103,7 @@ mod tests {
     fn rules() -> Vec<(String, serde_json::Value)> {
         let policy: serde_json::Value = serde_json::from_str(POLICY_JSON).expect("valid JSON");
         let mut rules = Vec::new();
-        for name in FILTER_ORDER {
+        for name in ["allowlist", "confinement", "enosys", "eperm", "eafnosupport"] {
             for rule in policy[name]["filter"].as_array().expect("filter array") {
                 rules.push((name.to_owned(), rule.clone()));
             }
@@ -79,10 +112,29 @@ mod tests {
     }
 
     #[test]
-    fn policy_compiles_into_four_programs() {
+    fn policy_compiles_into_the_zygote_filter_and_four_short_worker_filters() {
         let programs = compile().expect("compiles");
-        assert_eq!(programs.len(), 4);
-        assert!(programs.iter().all(|p| !p.is_empty() && p.len() % 8 == 0));
+        assert_eq!(programs.worker.len(), 4);
+        assert!(programs.worker.iter().chain([&programs.zygote]).all(|p| !p.is_empty() && p.len() % 8 == 0));
+        let longest_worker_filter = programs.worker.iter().map(Vec::len).max().expect("filters");
+        assert!(programs.zygote.len() > 4 * longest_worker_filter, "the long allowlist is the zygote's, once");
+    }
+
+    #[test]
+    fn confinement_syscalls_are_taken_away_whole_and_never_allowed_to_jobs() {
+        // The zygote's filter allows them; a job is bound by the allowlist
+        // only if `confinement` traps each of them, whatever the arguments.
+        let all = rules();
+        let allowed: Vec<&str> =
+            all.iter().filter(|(f, _)| f == "allowlist").map(|(_, r)| r["syscall"].as_str().expect("name")).collect();
+        let confinement: Vec<&serde_json::Value> =
+            all.iter().filter(|(f, _)| f == "confinement").map(|(_, r)| r).collect();
+        assert!(!confinement.is_empty());
+        for rule in confinement {
+            let name = rule["syscall"].as_str().expect("name");
+            assert!(!allowed.contains(&name), "{name} is in the allowlist");
+            assert!(rule.get("args").is_none(), "{name} must be trapped whatever its arguments");
+        }
     }
 
     #[test]
@@ -148,7 +200,7 @@ mod tests {
         let allowed: Vec<&str> =
             all.iter().filter(|(f, _)| f == "allowlist").map(|(_, r)| r["syscall"].as_str().expect("name")).collect();
         for (filter, rule) in &all {
-            if filter != "allowlist" {
+            if filter != "allowlist" && filter != "confinement" {
                 let name = rule["syscall"].as_str().expect("name");
                 assert!(allowed.contains(&name), "{filter}: {name} is not in the allowlist");
             }

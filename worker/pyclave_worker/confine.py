@@ -10,8 +10,10 @@ namespace. The order matters and each step says what it stops:
 4. rlimits                      core dumps, huge files, fd and process floods
 5. clean environment, fds       no secrets inherited from the supervisor
 6. unprivileged uid, user ns    no root, no capabilities, nothing to regain them with
-7. seccomp                      no syscalls outside the reviewed allowlist; last,
-                                because the steps above need syscalls it forbids
+7. seccomp                      no syscalls outside the reviewed allowlist. The
+                                zygote installed the allowlist, widened by the few
+                                syscalls of the steps above; the worker takes those
+                                away last (and adds the errno filters)
 """
 
 from __future__ import annotations
@@ -101,17 +103,32 @@ def apply(plan: worker_pb2.SandboxPlan, uid: int, gid: int, cgroup_fds: Sequence
         _drop_privileges(uid, gid, user_namespace=plan.namespaces)
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     if plan.seccomp_filters:
-        if plan.sigsys_library:
-            reporter = ctypes.CDLL(plan.sigsys_library)
-            _check(reporter.pyclave_install_sigsys_reporter(report_fd), "SIGSYS reporter")
+        if _install_sigsys_reporter is not None:
+            _check(_install_sigsys_reporter(report_fd), "SIGSYS reporter")
         for program in plan.seccomp_filters:
             _install_seccomp(program)
 
 
+# The native reporter's entry point, resolved once in the zygote.
+_install_sigsys_reporter = None
+
+
 def load_sigsys_library(plan: worker_pb2.SandboxPlan) -> None:
-    """Maps the native reporter in the zygote, so workers need no file for it."""
+    """Maps the native reporter in the zygote, so workers need neither its
+    file nor a symbol lookup."""
+    global _install_sigsys_reporter
     if plan.sigsys_library:
-        ctypes.CDLL(plan.sigsys_library)
+        _install_sigsys_reporter = ctypes.CDLL(plan.sigsys_library).pyclave_install_sigsys_reporter
+
+
+def install_zygote_filter(plan: worker_pb2.SandboxPlan) -> None:
+    """In the zygote, once, before it forks any worker: the jobs' allowlist
+    plus the syscalls workers confine themselves with. Every worker inherits
+    it at fork, so the long allowlist is compiled by the kernel once, not
+    per worker; a worker's own `confinement` filter takes those syscalls away."""
+    if plan.zygote_seccomp_filter:
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        _install_seccomp(plan.zygote_seccomp_filter)
 
 
 def _join_cgroups(cgroup_fds: Sequence[int]) -> None:

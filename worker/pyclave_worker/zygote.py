@@ -41,6 +41,7 @@ def main(control_fd: int) -> None:
     signal.set_wakeup_fd(wakeup_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     gc.freeze()
+    confine.install_zygote_filter(plan)
 
     threads = len(os.listdir("/proc/self/task"))
     _send(control, worker_pb2.ZygoteEvent(
