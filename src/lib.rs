@@ -9,8 +9,11 @@
 //!   script names, [`config`] gives the limits) or rejects it.
 //! - [`pool`] queues it and hands it to an idle [`worker`], which was forked
 //!   earlier by the [`zygote`] (whose Python files are [`runtime_files`]) into
-//!   its own [`cgroup`] (its [`job_tree`]), with [`capture`] pipes for stdout and stderr, and
-//!   confined itself as the [`sandbox`] plan says before reporting ready.
+//!   its own [`cgroup`] (measured and killed as a [`job_tree`]), with
+//!   [`capture`] pipes for stdout and stderr, and confined itself as the
+//!   [`sandbox`] plan says before reporting ready (a rootless supervisor
+//!   first made itself root of its own namespaces, `sandbox::rootless`; its
+//!   name on the host is its [`instance`]).
 //! - The worker runs it and reports; the supervisor kills what is left,
 //!   learns the exit status from the [`reaper`], validates the output table
 //!   ([`output_table`], [`arrow_check`]) and builds the [`outcome`].
