@@ -121,8 +121,8 @@ impl Cli {
         };
         let config = self.hosted_config()?;
         if !nix::unistd::geteuid().is_root() {
-            let slots = crate::sandbox::ids::slots_for(config.pool.worker_count());
-            rootless::enter(config.sandbox.uid_base, slots, on_signal)?;
+            let uids = crate::sandbox::ids::worker_uids(config.sandbox.uid_base, config.pool.worker_count());
+            rootless::enter(uids, on_signal)?;
         }
         self.config = Some(config);
         Ok(())
@@ -169,9 +169,8 @@ impl Cli {
 /// Probes the host as `serve` does and reports per layer.
 fn doctor(config: &Config, as_json: bool) -> Result<u8, Box<dyn std::error::Error>> {
     let cgroups = crate::cgroup::Cgroups::init();
-    let base = config.sandbox.uid_base;
-    let slots = crate::sandbox::ids::slots_for(config.pool.worker_count());
-    let support = HostSupport::probe(cgroups.as_ref().map_err(|e| crate::zygote::error_chain(e)), base..base + slots);
+    let worker_uids = crate::sandbox::ids::worker_uids(config.sandbox.uid_base, config.pool.worker_count());
+    let support = HostSupport::probe(cgroups.as_ref().map_err(|e| crate::zygote::error_chain(e)), worker_uids);
     let mut layers = Vec::new();
     let mut would_start = true;
     for (layer, supported) in support.layers() {

@@ -49,7 +49,8 @@ mod tests {
     #[test]
     fn this_process_is_alive_and_a_free_pid_is_not() {
         assert!(host_process_exists(host_pid()));
-        let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").expect("pid_max").trim().parse().unwrap();
+        let max: u32 =
+            std::fs::read_to_string("/proc/sys/kernel/pid_max").expect("pid_max").trim().parse().expect("a number");
         assert!(!host_process_exists(max + 1));
     }
 }

@@ -85,13 +85,11 @@ pub async fn serve(
     ready: impl FnOnce(),
 ) -> Result<(), ServerError> {
     let workers = config.pool.worker_count();
-    let slots = crate::sandbox::ids::slots_for(workers);
+    let worker_uids = crate::sandbox::ids::worker_uids(config.sandbox.uid_base, workers);
     let cgroups = Cgroups::init().map(Arc::new);
     // Probe before the reaper runs: the probes wait for their own children.
-    let support = HostSupport::probe(
-        cgroups.as_deref().map_err(|error| crate::zygote::error_chain(error)),
-        config.sandbox.uid_base..config.sandbox.uid_base + slots,
-    );
+    let support =
+        HostSupport::probe(cgroups.as_deref().map_err(|error| crate::zygote::error_chain(error)), worker_uids.clone());
     let runtime = RuntimeDir::create(&RuntimeDir::default_parent()).map_err(ServerError::Runtime)?;
     let plan = Plan::decide(&config.sandbox, &support, &runtime)?;
     // Unusable cgroups are fine only when the memory_limit layer was lowered.
@@ -124,7 +122,7 @@ pub async fn serve(
         max_queued_jobs: config.server.max_queued_jobs,
         limits: config.limits,
         output: config.output,
-        uids: UidPool::new(config.sandbox.uid_base, slots),
+        uids: UidPool::new(worker_uids),
         max_processes: plan.limits_processes().then_some(plan.max_processes),
         disabled_layers: plan.disabled_names(),
     };

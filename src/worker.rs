@@ -206,8 +206,12 @@ impl Worker {
         (&mut self.exit).await.ok()
     }
 
-    fn oom_kills_since_start(&self) -> u64 {
-        self.tree.oom_kills().saturating_sub(self.oom_kills_before)
+    fn measure(&self, cpu_baseline: Duration) -> Measured {
+        Measured {
+            cpu_time: self.tree.cpu_usage().saturating_sub(cpu_baseline),
+            peak_memory_bytes: self.tree.peak_memory_bytes(),
+            oom_kills: self.tree.oom_kills().saturating_sub(self.oom_kills_before),
+        }
     }
 
     /// Reads the events a dead worker left in the channel, up to its end.
@@ -302,6 +306,9 @@ impl Worker {
             self.retire().await;
             return RunEnd::Cancelled;
         };
+        // Measured once the ending is known, before anything is killed:
+        // without a cgroup the worker process is all there is to read.
+        let Measured { cpu_time, peak_memory_bytes, oom_kills } = self.measure(cpu_baseline);
 
         let blocked_syscall = progress.blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
         if let Ending::Reported(result) = &ending
@@ -310,9 +317,6 @@ impl Worker {
             // Nothing more can come from this job that its outcome needs:
             // the worker flushed its output before reporting. Answer now;
             // the processes are killed and reaped after.
-            let cpu_time = self.tree.cpu_usage().saturating_sub(cpu_baseline);
-            let peak_memory_bytes = self.tree.peak_memory_bytes();
-            let oom_kills = self.oom_kills_since_start();
             let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
             let wall_time = dispatched_at.elapsed();
             tokio::spawn(self.clean_up(exit.is_some()));
@@ -343,9 +347,6 @@ impl Worker {
         let wall_time = dispatched_at.elapsed();
         let stdout = self.stdout.finish(REAP_TIMEOUT).await;
         let stderr = self.stderr.finish(REAP_TIMEOUT).await;
-        let cpu_time = self.tree.cpu_usage().saturating_sub(cpu_baseline);
-        let peak_memory_bytes = self.tree.peak_memory_bytes();
-        let oom_kills = self.tree.oom_kills().saturating_sub(self.oom_kills_before);
         // The cgroup is empty: handing it back need not delay the answer.
         let tree = self.tree;
         tokio::spawn(async move { tree.release() });
@@ -376,6 +377,13 @@ impl Worker {
         }
         self.retire().await;
     }
+}
+
+/// What the job used, and the OOM kills it caused.
+struct Measured {
+    cpu_time: Duration,
+    peak_memory_bytes: u64,
+    oom_kills: u64,
 }
 
 /// What a worker reported on the way to its job's end.

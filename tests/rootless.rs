@@ -72,6 +72,8 @@ async fn without_a_delegated_cgroup_it_fails_closed_unless_the_limits_are_lowere
     let spin = "def main():\n    while True:\n        pass\n";
     let reply = supervisor.client().await.run(with_limits(exec(spin), 0, 20_000, 300), None).await.expect("run");
     assert!(matches!(kind(&reply), Kind::Timeout(timeout) if timeout.clock() == Clock::Cpu), "got {:?}", kind(&reply));
+    let usage = reply.outcome.usage.expect("usage");
+    assert!(usage.cpu_time_us >= 300_000, "the killed job's CPU time is reported: {usage:?}");
     // ...and the job's processes still all end with it (its pid namespace).
     let (job_name, child_name) = (unique_name("rlj-"), unique_name("rlc-"));
     let code = sleeping_job_with_child(&job_name, &child_name);

@@ -2,14 +2,15 @@
 //! two concurrent jobs never share a uid (per-uid limits such as
 //! RLIMIT_NPROC stay per job, and one job cannot signal or ptrace another).
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// How many uids a pool of `workers` leases at most: idle and running
-/// workers, and a few on their way out.
-pub fn slots_for(workers: usize) -> u32 {
-    (2 * workers + 4) as u32
+/// The uids a pool of `workers` leases from, starting at `base`: enough for
+/// idle and running workers, and a few on their way out.
+pub fn worker_uids(base: u32, workers: usize) -> Range<u32> {
+    base..base + (2 * workers + 4) as u32
 }
 
 /// A pool of uids; a [`UidLease`] returns its uid when dropped.
@@ -20,9 +21,10 @@ pub struct UidPool {
 }
 
 impl UidPool {
-    pub fn new(base: u32, slots: u32) -> Self {
-        let free = (0..slots).rev().map(|slot| base + slot).collect();
-        Self { free: Arc::new(Mutex::new(free)), available: Arc::new(Semaphore::new(slots as usize)) }
+    pub fn new(uids: Range<u32>) -> Self {
+        let slots = uids.len();
+        let free = uids.rev().collect();
+        Self { free: Arc::new(Mutex::new(free)), available: Arc::new(Semaphore::new(slots)) }
     }
 
     /// Waits until a uid is free.
@@ -60,7 +62,7 @@ mod tests {
 
     #[tokio::test]
     async fn leases_are_distinct_and_come_back() {
-        let pool = UidPool::new(1000, 2);
+        let pool = UidPool::new(1000..1002);
         let a = pool.lease().await;
         let b = pool.lease().await;
         assert_ne!(a.uid(), b.uid());

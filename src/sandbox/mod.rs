@@ -227,11 +227,6 @@ impl Plan {
     pub fn limits_processes(&self) -> bool {
         !self.disabled.contains(&Layer::ResourceLimits)
     }
-
-    /// Whether jobs get cgroups (memory limit, CPU accounting).
-    pub fn limits_memory(&self) -> bool {
-        !self.disabled.contains(&Layer::MemoryLimit)
-    }
 }
 
 #[cfg(test)]
@@ -282,7 +277,7 @@ mod tests {
         assert_eq!(plan.disabled_names(), ["seccomp", "resource_limits"]);
         assert!(plan.zygote_plan.seccomp_filters.is_empty() && plan.zygote_plan.zygote_seccomp_filter.is_empty());
         assert_eq!(plan.zygote_plan.rlimits.len(), 5, "rlimits need no cgroup");
-        assert!(!plan.limits_processes() && plan.limits_memory());
+        assert!(!plan.limits_processes() && !plan.disabled.contains(&Layer::MemoryLimit));
         assert!(plan.zygote_plan.namespaces, "the other layers stay on");
     }
 

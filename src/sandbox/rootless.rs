@@ -5,7 +5,7 @@
 //! by a single-threaded process), [`enter`]:
 //!
 //! 1. enters a new user namespace in which the user's own uid and gid are 0
-//!    and the workers' ids (`uid_base`, `slots` of them) are mapped to the
+//!    and the workers' ids (`uid_base` onwards) are mapped to the
 //!    user's subordinate range from `/etc/subuid` and `/etc/subgid`. The
 //!    maps are written by `newuidmap`/`newgidmap` (the `uidmap` package)
 //!    from a helper forked beforehand, which stays outside. Without a range
@@ -23,6 +23,7 @@
 //! supervisor is started in; without one `memory_limit` is unavailable.
 
 use std::io::{Read, Write};
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -73,7 +74,8 @@ pub fn worker_ids_unmapped_reason() -> Option<&'static str> {
 /// Enters the supervisor's own user, pid and mount namespaces. Returns in
 /// the supervisor (pid 1 of the new pid namespace); the calling process
 /// becomes the shim and never returns.
-pub fn enter(uid_base: u32, slots: u32, on_signal: OnSignal) -> Result<(), RootlessError> {
+pub fn enter(worker_uids: Range<u32>, on_signal: OnSignal) -> Result<(), RootlessError> {
+    let (uid_base, slots) = (worker_uids.start, worker_uids.len() as u32);
     let threads = std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count);
     if threads != 1 {
         return Err(RootlessError::Threaded(threads));
