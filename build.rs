@@ -1,6 +1,7 @@
 //! Compiles `proto/` with prost-build (using the vendored protoc, so a fresh
-//! machine needs no system package) and the native SIGSYS reporter
-//! (`worker/native/sigsys.c`) into a shared library the binary embeds.
+//! machine needs no system package) and the worker's native part
+//! (`worker/native/`: confinement and the SIGSYS reporter) into a shared
+//! library the binary embeds.
 
 use std::path::PathBuf;
 
@@ -13,18 +14,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     config.compile_protos(&protos, &["proto"])?;
 
-    let source = "worker/native/sigsys.c";
-    println!("cargo:rerun-if-changed={source}");
-    let library = PathBuf::from(std::env::var("OUT_DIR")?).join("libpyclave_sigsys.so");
+    let sources = ["worker/native/confine.c", "worker/native/sigsys.c"];
+    for source in sources {
+        println!("cargo:rerun-if-changed={source}");
+    }
+    let library = PathBuf::from(std::env::var("OUT_DIR")?).join("libpyclave_worker.so");
     let status = cc::Build::new()
         .get_compiler()
         .to_command()
         .args(["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(&library)
-        .arg(source)
+        .args(sources)
         .status()?;
     if !status.success() {
-        return Err(format!("compiling {source} failed").into());
+        return Err(format!("compiling {sources:?} failed").into());
     }
     Ok(())
 }

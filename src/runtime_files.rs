@@ -1,4 +1,4 @@
-//! The worker runtime (Python files and the native SIGSYS reporter), embedded
+//! The worker runtime (Python files and the native library), embedded
 //! in the binary and written to a private directory at start-up, so the
 //! supervisor needs nothing installed beside it but an interpreter with
 //! pandas and pyarrow. The directory also holds the (empty) mount point each
@@ -18,9 +18,9 @@ const FILES: &[(&str, &[u8])] = &[
     // Shared with the client package so the framing cannot drift.
     ("pyclave_worker/wire.py", include_bytes!("../python/pyclave/_wire.py")),
     ("pyclave_worker/confine.py", include_bytes!("../worker/pyclave_worker/confine.py")),
-    (SIGSYS_LIBRARY, include_bytes!(concat!(env!("OUT_DIR"), "/libpyclave_sigsys.so"))),
+    (NATIVE_LIBRARY, include_bytes!(concat!(env!("OUT_DIR"), "/libpyclave_worker.so"))),
 ];
-const SIGSYS_LIBRARY: &str = "libpyclave_sigsys.so";
+const NATIVE_LIBRARY: &str = "libpyclave_worker.so";
 
 /// A directory holding the worker runtime; removed on drop.
 #[derive(Debug)]
@@ -39,7 +39,9 @@ impl RuntimeDir {
         }
         std::fs::DirBuilder::new().mode(0o755).create(&path)?;
         let runtime = Self { path };
-        std::fs::DirBuilder::new().mode(0o755).create(runtime.root_mount_point())?;
+        for mount_point in [runtime.root_mount_point(), runtime.stage_mount_point()] {
+            std::fs::DirBuilder::new().mode(0o755).create(mount_point)?;
+        }
         for (name, contents) in FILES {
             let file = runtime.python_dir().join(name);
             std::fs::DirBuilder::new().recursive(true).mode(0o755).create(file.parent().expect("has a parent"))?;
@@ -55,14 +57,20 @@ impl RuntimeDir {
         self.path.join("python")
     }
 
-    /// The native SIGSYS reporter.
-    pub fn sigsys_library(&self) -> PathBuf {
-        self.python_dir().join(SIGSYS_LIBRARY)
+    /// The worker's native library: confinement and the SIGSYS reporter.
+    pub fn native_library(&self) -> PathBuf {
+        self.python_dir().join(NATIVE_LIBRARY)
     }
 
-    /// An empty directory a worker mounts its new root on.
+    /// An empty directory the zygote builds the workers' root on.
     pub fn root_mount_point(&self) -> PathBuf {
         self.path.join("root")
+    }
+
+    /// An empty directory where the zygote stages the read-only paths that
+    /// lie under /tmp (each worker's private /tmp would hide them in the root).
+    pub fn stage_mount_point(&self) -> PathBuf {
+        self.path.join("stage")
     }
 
     /// `/run` when we may write there (root), else the temp directory.
@@ -94,8 +102,8 @@ mod tests {
             let zygote = std::fs::read_to_string(runtime.python_dir().join("pyclave_worker/zygote.py")).expect("read");
             assert!(zygote.contains("def main("));
             assert!(runtime.python_dir().join("pyclave_worker/wire.py").is_file());
-            assert!(runtime.sigsys_library().is_file());
-            assert!(runtime.root_mount_point().is_dir());
+            assert!(runtime.native_library().is_file());
+            assert!(runtime.root_mount_point().is_dir() && runtime.stage_mount_point().is_dir());
             runtime.path.clone()
         };
         assert!(!path.exists(), "removed on drop");

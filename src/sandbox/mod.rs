@@ -215,7 +215,8 @@ impl Plan {
             tmp_size_bytes: config.tmp_size_bytes,
             rlimits,
             environment: environment.into_iter().collect(),
-            sigsys_library: runtime.sigsys_library().display().to_string(),
+            native_library: runtime.native_library().display().to_string(),
+            stage_mount_point: runtime.stage_mount_point().display().to_string(),
         };
         Ok(Self { zygote_plan, disabled, max_processes: config.max_processes })
     }

@@ -28,12 +28,12 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 
 def main(control_fd: int) -> None:
+    confine.set_process_name(b"pyclave-zygote")
     control = socket.socket(fileno=control_fd)
     control.setblocking(True)
     decoder = wire.FrameDecoder(_MAX_COMMAND_FRAME_BYTES)
     plan = _receive_plan(control, decoder)
-    confine.load_sigsys_library(plan)
-    root_prepared = confine.prepare_root(plan)
+    prepared = confine.prepare(plan)
     own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     _warm_up()
     _become_subreaper()
@@ -64,8 +64,7 @@ def main(control_fd: int) -> None:
             while (frame := decoder.next_frame()) is not None:
                 command = worker_pb2.ZygoteCommand.FromString(frame)
                 if command.HasField("spawn"):
-                    pid = _spawn(control, decoder, command.spawn, plan, root_prepared, own_pid_namespace,
-                                 [control.fileno(), wakeup_read, wakeup_write, own_pid_namespace])
+                    pid = _spawn(control, decoder, command.spawn, plan, prepared, own_pid_namespace)
                     if pid is not None:
                         workers.add(pid)
                 else:
@@ -108,8 +107,7 @@ def _become_subreaper() -> None:
 
 
 def _spawn(control: socket.socket, decoder: wire.FrameDecoder, request: worker_pb2.Spawn,
-           plan: worker_pb2.SandboxPlan, root_prepared: bool, own_pid_namespace: int,
-           inherited: list[int]) -> int | None:
+           plan: worker_pb2.SandboxPlan, prepared: confine.Prepared, own_pid_namespace: int) -> int | None:
     """Forks one worker; returns its pid, or None when fork failed."""
     channel_fd, stdout_fd, stderr_fd = (decoder.take_fd() for _ in range(3))
     cgroup_fds = [decoder.take_fd() for _ in range(request.cgroup_fds)]
@@ -132,7 +130,7 @@ def _spawn(control: socket.socket, decoder: wire.FrameDecoder, request: worker_p
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            worker.run(request, plan, root_prepared, channel_fd, stdout_fd, stderr_fd, cgroup_fds, inherited)
+            worker.run(request, prepared, channel_fd, stdout_fd, stderr_fd, cgroup_fds)
         finally:
             os._exit(status)
     for fd in passed:

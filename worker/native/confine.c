@@ -1,0 +1,302 @@
+/*
+ * A worker's confinement, between the zygote's fork and `ready`.
+ *
+ * The zygote (worker/pyclave_worker/confine.py) prepares everything once:
+ * the read-only root in its own mount namespace, the paths, the rlimits and
+ * the seccomp programs, laid out as a `struct pyclave_plan`. Each worker then
+ * makes one call, `pyclave_confine_worker`, that is nothing but syscalls: no
+ * Python runs between fork and confinement, so the worker copies few of the
+ * zygote's pages (copy-on-write) and starts fast. The steps, in order, and
+ * what each stops:
+ *
+ * 1. join the job's cgroup        memory, CPU and pids limits cover everything after
+ * 2. namespaces                   no view of host mounts, network, IPC, hostname, cgroups
+ * 3. minimal read-only root       no host files beyond Python and its libraries;
+ *                                 private capped tmpfs for /tmp and /dev/shm
+ * 4. rlimits                      core dumps, huge files, fd and process floods
+ * 5. fds                          nothing inherited but stdin, stdout, stderr and the channel
+ * 6. unprivileged uid, user ns    no root, no capabilities, nothing to regain them with
+ * 7. seccomp                      no syscalls outside the reviewed allowlist: the zygote
+ *                                 installed it, widened by the syscalls of the steps
+ *                                 above; the first filter here takes those away
+ *
+ * On failure it returns -1 with "step: reason" in `error`; the worker must
+ * then report it and exit without serving a job.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int pyclave_install_sigsys_reporter(int fd); /* sigsys.c */
+
+/* What a worker's /tmp needs from the zygote's staging area. */
+enum pyclave_tmp_entry_kind { PYCLAVE_BIND_DIRECTORY = 0, PYCLAVE_BIND_FILE = 1, PYCLAVE_SYMLINK = 2 };
+
+/* A read-only path under /tmp: the private /tmp hides whatever the zygote
+   prepared there, so each worker binds it again from the staging area (or,
+   for a symlink, recreates it: `source` is then the link's text). */
+struct pyclave_tmp_entry {
+    int32_t kind;
+    const char *source;
+    const char *target;
+};
+
+struct pyclave_rlimit {
+    uint32_t resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+/* Laid out by the zygote once; every worker reads it. */
+struct pyclave_plan {
+    int32_t namespaces;
+    int32_t minimal_root;
+    int32_t drop_privileges;
+    const char *root; /* the prepared root's mount point */
+    const char *tmp_mount_options;
+    const struct pyclave_tmp_entry *tmp_entries;
+    uint64_t tmp_entry_count;
+    const struct pyclave_rlimit *rlimits;
+    uint64_t rlimit_count;
+    const struct sock_fprog *filters;
+    uint64_t filter_count;
+};
+
+/* This worker's own part. */
+struct pyclave_worker {
+    uint32_t uid;
+    uint32_t gid;
+    int32_t channel_fd;
+    int32_t stdout_fd;
+    int32_t stderr_fd;
+    const int32_t *cgroup_fds;
+    uint64_t cgroup_fd_count;
+};
+
+#define NAMESPACES (CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP)
+#define HOSTNAME "pyclave"
+/* NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE, each with its lock, and
+   KEEP_CAPS locked off. */
+#define SECUREBITS_LOCKED_DOWN (0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80)
+
+struct failure {
+    char *text;
+    size_t size;
+};
+
+/* Records "what: strerror(errno)" and returns -1. */
+static int fail(struct failure *failure, const char *what) {
+    snprintf(failure->text, failure->size, "%s: %s", what, strerror(errno));
+    return -1;
+}
+
+#define CHECK(call, what)                                                                                             \
+    do {                                                                                                              \
+        if ((call) == -1)                                                                                             \
+            return fail(failure, what);                                                                               \
+    } while (0)
+
+/* `prefix` + `suffix` into `out`, or ENAMETOOLONG. */
+static int join_path(char *out, size_t size, const char *prefix, const char *suffix) {
+    if ((size_t)snprintf(out, size, "%s%s", prefix, suffix) >= size) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
+}
+
+static int write_text(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd == -1)
+        return -1;
+    size_t length = strlen(text);
+    ssize_t written = write(fd, text, length);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return written == (ssize_t)length ? 0 : -1;
+}
+
+/* Creates the directories leading to `path` (not `path` itself), 0755. */
+static int make_parents(const char *path) {
+    char partial[PATH_MAX];
+    size_t length = strlen(path);
+    if (length >= sizeof partial) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(partial, path, length + 1);
+    for (char *slash = strchr(partial + 1, '/'); slash != NULL; slash = strchr(slash + 1, '/')) {
+        *slash = '\0';
+        if (mkdir(partial, 0755) == -1 && errno != EEXIST)
+            return -1;
+        *slash = '/';
+    }
+    return 0;
+}
+
+static int make_tmp_entry(const struct pyclave_tmp_entry *entry) {
+    struct stat existing;
+    if (make_parents(entry->target) == -1)
+        return -1;
+    switch (entry->kind) {
+    case PYCLAVE_SYMLINK:
+        /* Inside a path bound before it, the link is there already. */
+        if (lstat(entry->target, &existing) == 0)
+            return 0;
+        return symlink(entry->source, entry->target);
+    case PYCLAVE_BIND_DIRECTORY:
+        if (mkdir(entry->target, 0755) == -1 && errno != EEXIST)
+            return -1;
+        break;
+    case PYCLAVE_BIND_FILE: {
+        int fd = open(entry->target, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd == -1 && errno != EROFS && errno != EEXIST)
+            return -1;
+        if (fd != -1)
+            close(fd);
+        break;
+    }
+    default:
+        errno = EINVAL;
+        return -1;
+    }
+    /* The staged path is a read-only bind: its copy is read-only too. */
+    return mount(entry->source, entry->target, NULL, MS_BIND | MS_REC, NULL);
+}
+
+/* Private /tmp and /dev/shm, a fresh /proc, then the prepared root becomes
+   "/" (read-only) and the zygote's tree is gone. */
+static int enter_root(const struct pyclave_plan *plan, struct failure *failure) {
+    char path[PATH_MAX];
+    CHECK(join_path(path, sizeof path, plan->root, "/tmp"), "root path");
+    CHECK(mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, plan->tmp_mount_options), "mount /tmp");
+    for (uint64_t i = 0; i < plan->tmp_entry_count; i++)
+        CHECK(make_tmp_entry(&plan->tmp_entries[i]), "bind a read-only path under /tmp");
+    CHECK(join_path(path, sizeof path, plan->root, "/dev/shm"), "root path");
+    CHECK(mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, plan->tmp_mount_options), "mount /dev/shm");
+    /* Before the old root goes: in a user namespace (rootless) the kernel
+       mounts a new proc only while a full one is visible. */
+    CHECK(join_path(path, sizeof path, plan->root, "/proc"), "root path");
+    CHECK(mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL), "mount /proc");
+    /* pivot_root(".", ".") stacks the old root on the new one; detaching the
+       top of "/" then drops it, without a directory to park it in. */
+    CHECK(chdir(plan->root), "chdir to the new root");
+    CHECK(syscall(SYS_pivot_root, ".", "."), "pivot_root");
+    CHECK(umount2(".", MNT_DETACH), "umount old root");
+    CHECK(chdir("/"), "chdir /");
+    CHECK(mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL), "read-only root");
+    return 0;
+}
+
+/* Keeps 0, 1, 2 (stdout and stderr now the capture pipes) and the channel,
+   which no exec'd program may inherit. */
+static int keep_only_job_fds(const struct pyclave_worker *worker, struct failure *failure) {
+    CHECK(dup2(worker->stdout_fd, 1), "stdout");
+    CHECK(dup2(worker->stderr_fd, 2), "stderr");
+    int channel = worker->channel_fd;
+    CHECK(fcntl(channel, F_SETFD, FD_CLOEXEC), "channel close-on-exec");
+    if (channel > 3)
+        CHECK(syscall(SYS_close_range, 3, channel - 1, 0), "close inherited fds");
+    CHECK(syscall(SYS_close_range, channel + 1, ~0U, 0), "close inherited fds");
+    return 0;
+}
+
+/* Bounding set (every capability the kernel has: it answers EINVAL past the
+   last) and ambient set, emptied. */
+static int drop_bounding_and_ambient(struct failure *failure) {
+    for (int cap = 0;; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1) {
+            if (errno == EINVAL && cap > 0)
+                break;
+            return fail(failure, "drop a capability from the bounding set");
+        }
+    }
+    CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities");
+    return 0;
+}
+
+static int drop_privileges(const struct pyclave_plan *plan, const struct pyclave_worker *worker,
+                           struct failure *failure) {
+    if (worker->uid == 0 || worker->gid == 0) {
+        errno = EPERM;
+        return fail(failure, "refusing to run a job as uid or gid 0");
+    }
+    if (drop_bounding_and_ambient(failure) == -1)
+        return -1;
+    CHECK(setgroups(0, NULL), "setgroups");
+    CHECK(setresgid(worker->gid, worker->gid, worker->gid), "setresgid");
+    /* From root: the permitted and effective sets are emptied. */
+    CHECK(setresuid(worker->uid, worker->uid, worker->uid), "setresuid");
+    if (plan->namespaces) {
+        /* Dumpable only while we write our own id maps (the uid change made
+           /proc/self root-owned); the same ids inside as outside, never 0. */
+        char map[64];
+        CHECK(prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable");
+        CHECK(unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)");
+        CHECK(write_text("/proc/self/setgroups", "deny"), "setgroups deny");
+        snprintf(map, sizeof map, "%u %u 1", worker->uid, worker->uid);
+        CHECK(write_text("/proc/self/uid_map", map), "uid_map");
+        snprintf(map, sizeof map, "%u %u 1", worker->gid, worker->gid);
+        CHECK(write_text("/proc/self/gid_map", map), "gid_map");
+        CHECK(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "not dumpable");
+        /* The new namespace handed out a full capability set: drop it for good. */
+        if (drop_bounding_and_ambient(failure) == -1)
+            return -1;
+        CHECK(prctl(PR_SET_SECUREBITS, SECUREBITS_LOCKED_DOWN, 0, 0, 0), "securebits");
+    }
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    memset(data, 0, sizeof data);
+    CHECK(syscall(SYS_capset, &header, data), "capset");
+    return 0;
+}
+
+int pyclave_confine_worker(const struct pyclave_plan *plan, const struct pyclave_worker *worker, char *error,
+                           size_t error_size) {
+    struct failure failure_record = {error, error_size};
+    struct failure *failure = &failure_record;
+
+    CHECK(prctl(PR_SET_NAME, "pyclave-worker", 0, 0, 0), "process name");
+    for (uint64_t i = 0; i < worker->cgroup_fd_count; i++) {
+        /* "0" moves the writing process. */
+        CHECK(write(worker->cgroup_fds[i], "0", 1) == 1 ? 0 : -1, "join the job's cgroup");
+        close(worker->cgroup_fds[i]);
+    }
+    if (plan->namespaces) {
+        CHECK(unshare(NAMESPACES), "unshare(mount, net, ipc, uts, cgroup)");
+        CHECK(sethostname(HOSTNAME, strlen(HOSTNAME)), "sethostname");
+    }
+    if (plan->minimal_root && enter_root(plan, failure) == -1)
+        return -1;
+    for (uint64_t i = 0; i < plan->rlimit_count; i++) {
+        struct rlimit limit = {plan->rlimits[i].soft, plan->rlimits[i].hard};
+        CHECK(setrlimit(plan->rlimits[i].resource, &limit), "setrlimit");
+    }
+    if (keep_only_job_fds(worker, failure) == -1)
+        return -1;
+    if (plan->drop_privileges && drop_privileges(plan, worker, failure) == -1)
+        return -1;
+    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
+    if (plan->filter_count > 0) {
+        CHECK(pyclave_install_sigsys_reporter(worker->channel_fd), "SIGSYS reporter");
+        for (uint64_t i = 0; i < plan->filter_count; i++)
+            CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &plan->filters[i], 0, 0), "seccomp");
+    }
+    return 0;
+}
