@@ -67,7 +67,9 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
-    /// Warm workers kept forked and ready; 0 means one per CPU core.
+    /// Warm workers kept forked and ready; 0 means two per CPU core (a
+    /// worker's replacement takes ~6 ms to fork and confine: with one per
+    /// core, short jobs wait for it and the cores idle).
     pub workers: usize,
     /// The interpreter the zygote runs (its site-packages must have pandas, pyarrow).
     pub python: PathBuf,
@@ -83,7 +85,7 @@ impl Default for PoolConfig {
 
 impl PoolConfig {
     pub fn worker_count(&self) -> usize {
-        if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
+        if self.workers > 0 { self.workers } else { 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) }
     }
 }
 

@@ -71,6 +71,8 @@ pub struct PoolSettings {
     pub uids: UidPool,
     pub max_processes: Option<u64>,
     pub disabled_layers: Vec<String>,
+    /// Each worker is pid 1 of its own pid namespace (the `namespaces` layer).
+    pub pid_namespaces: bool,
 }
 
 struct Shared {
@@ -81,6 +83,7 @@ struct Shared {
     output: OutputLimits,
     max_processes: Option<u64>,
     disabled_layers: Vec<String>,
+    pid_namespaces: bool,
     cores: u32,
     next_worker_id: AtomicU64,
     idle: mpsc::UnboundedSender<oneshot::Sender<Assignment>>,
@@ -107,6 +110,7 @@ impl Shared {
             output: &self.output,
             max_processes: self.max_processes,
             disabled_layers: &self.disabled_layers,
+            pid_namespaces: self.pid_namespaces,
             cores: self.cores,
         }
     }
@@ -139,6 +143,7 @@ impl Pool {
             output: settings.output,
             max_processes: settings.max_processes,
             disabled_layers: settings.disabled_layers,
+            pid_namespaces: settings.pid_namespaces,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             next_worker_id: AtomicU64::new(1),
             idle,

@@ -6,6 +6,9 @@ pub mod api {
 }
 
 /// The supervisor's private protocol with the zygote and its workers.
+// `Configure` (the sandbox plan, sent once per zygote) dwarfs `Spawn`;
+// boxing generated code is not ours to choose.
+#[allow(clippy::large_enum_variant)]
 pub mod worker {
     include!(concat!(env!("OUT_DIR"), "/pyclave.worker.v1.rs"));
 }

@@ -125,6 +125,7 @@ pub async fn serve(
         uids: UidPool::new(worker_uids),
         max_processes: plan.limits_processes().then_some(plan.max_processes),
         disabled_layers: plan.disabled_names(),
+        pid_namespaces: plan.zygote_plan.namespaces,
     };
     let pool = Pool::start(pool_settings, zygote, cgroups.clone(), shutdown.clone()).await?;
     let listener = bind(socket_path)?;

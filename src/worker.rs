@@ -72,6 +72,9 @@ pub struct WorkerSettings<'a> {
     pub max_processes: Option<u64>,
     /// Confinement layers that are off, reported in every outcome.
     pub disabled_layers: &'a [String],
+    /// Each worker is pid 1 of its own pid namespace: once it has exited,
+    /// the kernel has killed and reaped every process of its job.
+    pub pid_namespaces: bool,
     pub cores: u32,
 }
 
@@ -99,6 +102,8 @@ pub struct Worker {
     /// The CPU time when the worker was ready, idle and confined: a job's
     /// CPU time counts from here.
     cpu_at_ready: Duration,
+    /// Whether the worker's exit means its job's processes are all gone.
+    exit_ends_job: bool,
     /// The worker's uid is its own until every process of it is gone.
     _uid: UidLease,
     reader: FrameReader,
@@ -169,6 +174,7 @@ impl Worker {
             tree: tree.unwrap_or(JobTree::Worker(spawned.pid)),
             oom_kills_before,
             cpu_at_ready: Duration::ZERO,
+            exit_ends_job: settings.pid_namespaces,
             _uid: uid,
             reader,
             writer,
@@ -370,12 +376,17 @@ impl Worker {
     /// Kills what is left of an answered job, waits until it is gone, and
     /// hands back its cgroup; the uid is free again after.
     async fn clean_up(mut self, exited: bool) {
-        if !exited {
-            // The worker exits right after reporting: let it, rather than
-            // kill and poll (lingering children are killed next).
-            let _ = tokio::time::timeout(EXIT_AFTER_RESULT_TIMEOUT, &mut self.exit).await;
+        // The worker exits right after reporting: let it, rather than kill
+        // and poll (lingering children are killed next).
+        let exited =
+            exited || matches!(tokio::time::timeout(EXIT_AFTER_RESULT_TIMEOUT, &mut self.exit).await, Ok(Ok(_)));
+        if exited && self.exit_ends_job {
+            // pid 1 of the job's pid namespace is reaped only after the
+            // kernel has killed and reaped the rest: the cgroup is empty.
+            self.tree.release();
+        } else {
+            self.retire().await;
         }
-        self.retire().await;
     }
 }
 
@@ -426,16 +437,15 @@ async fn finalize_output(memfd: OwnedFd, limits: OutputLimits) -> Result<OwnedFd
     }
 }
 
-/// Resolves once the job has used `limit` of CPU time beyond `baseline`.
-/// Polls no more often than the limit could possibly be reached.
+/// Resolves once the job has used `limit` of CPU time beyond `baseline`
+/// (read when the worker was ready; an idle worker uses none). Polls no more
+/// often than the limit could possibly be reached.
 async fn cpu_deadline(tree: &JobTree, baseline: Duration, limit: Duration, cores: u32) {
-    loop {
-        let used = tree.cpu_usage().saturating_sub(baseline);
-        if used >= limit {
-            return;
-        }
+    let mut used = Duration::ZERO;
+    while used < limit {
         let earliest = (limit - used) / cores.max(1);
         tokio::time::sleep(earliest.max(Duration::from_millis(2))).await;
+        used = tree.cpu_usage().saturating_sub(baseline);
     }
 }
 
