@@ -1,7 +1,8 @@
 //! Compiles `proto/` with prost-build (using the vendored protoc, so a fresh
 //! machine needs no system package) and the worker's native part
-//! (`worker/native/`: confinement and the SIGSYS reporter) into a shared
-//! library the binary embeds.
+//! (`worker/native/`: the zygote's serving loop, fork and confinement, the
+//! SIGSYS reporter, the benchmark's fork floor) into a shared library the
+//! binary embeds.
 
 use std::path::PathBuf;
 
@@ -14,8 +15,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     config.compile_protos(&protos, &["proto"])?;
 
-    let sources = ["worker/native/confine.c", "worker/native/sigsys.c"];
-    for source in sources {
+    let sources = [
+        "worker/native/zygote.c",
+        "worker/native/confine.c",
+        "worker/native/sigsys.c",
+        "worker/native/protobuf.c",
+        "worker/native/floor.c",
+    ];
+    for source in sources.iter().chain(&["worker/native/native.h"]) {
         println!("cargo:rerun-if-changed={source}");
     }
     let library = PathBuf::from(std::env::var("OUT_DIR")?).join("libpyclave_worker.so");

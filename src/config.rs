@@ -75,11 +75,15 @@ pub struct PoolConfig {
     pub python: PathBuf,
     /// How long a zygote may take to import pandas/pyarrow and report ready.
     pub zygote_start_timeout_ms: u64,
+    /// The zygote's and every worker's niceness (0-19): jobs, and the forks
+    /// that replace them, yield the CPU to the supervisor, which routes every
+    /// job, and to the host's own services.
+    pub nice: u8,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { workers: 0, python: PathBuf::from("python3"), zygote_start_timeout_ms: 60_000 }
+        Self { workers: 0, python: PathBuf::from("python3"), zygote_start_timeout_ms: 60_000, nice: 10 }
     }
 }
 
@@ -170,13 +174,11 @@ impl Config {
         at_least("sandbox.max_processes", self.sandbox.max_processes, 8, "at least 8")?;
         at_least("sandbox.max_open_files", self.sandbox.max_open_files, 64, "at least 64")?;
         at_least("sandbox.tmp_size_bytes", self.sandbox.tmp_size_bytes, MIB, "at least 1 MiB")?;
-        if self.pool.workers > 1024 {
-            return Err(ConfigError::OutOfRange {
-                field: "pool.workers",
-                rule: "at most 1024",
-                value: self.pool.workers as u64,
-            });
-        }
+        let at_most = |field, value: u64, max: u64, rule| {
+            if value > max { Err(ConfigError::OutOfRange { field, rule, value }) } else { Ok(()) }
+        };
+        at_most("pool.workers", self.pool.workers as u64, 1024, "at most 1024")?;
+        at_most("pool.nice", u64::from(self.pool.nice), 19, "at most 19")?;
         if let Some(dir) = &self.scripts.dir
             && !dir.is_dir()
         {
@@ -221,6 +223,7 @@ mod tests {
         let error = Config::parse("[limits]\nmemory_limit_bytes = 1000\n").expect_err("too small");
         assert_eq!(error.to_string(), "limits.memory_limit_bytes must be at least 16 MiB, got 1000");
         assert!(Config::parse("[pool]\nworkers = 5000\n").is_err());
+        assert!(Config::parse("[pool]\nnice = 20\n").is_err());
         assert!(Config::parse("[limits]\nwall_timeout_ms = 0\n").is_err());
     }
 

@@ -114,6 +114,7 @@ pub async fn serve(
         python: config.pool.python.clone(),
         python_dir: runtime.python_dir(),
         start_timeout: Duration::from_millis(config.pool.zygote_start_timeout_ms),
+        nice: config.pool.nice,
         plan: plan.zygote_plan.clone(),
     };
     let zygote = Zygote::start(zygote_settings, exits, shutdown.clone()).await?;

@@ -84,6 +84,8 @@ pub struct ZygoteSettings {
     /// Put on the zygote's `sys.path`.
     pub python_dir: PathBuf,
     pub start_timeout: Duration,
+    /// The zygote's niceness, which every worker inherits.
+    pub nice: u8,
     /// How every worker confines itself.
     pub plan: crate::proto::worker::SandboxPlan,
 }
@@ -131,7 +133,9 @@ impl RunningZygote {
         let theirs = OwnedFd::from(theirs);
         let python = resolve_program(&settings.python)
             .ok_or_else(|| start_error(std::io::Error::new(std::io::ErrorKind::NotFound, "not found on PATH")))?;
-        let child = zygote_command(&python, &settings.python_dir, theirs.as_raw_fd()).spawn().map_err(start_error)?;
+        let child = zygote_command(&python, &settings.python_dir, settings.nice, theirs.as_raw_fd())
+            .spawn()
+            .map_err(start_error)?;
         drop(theirs);
         let pid = Pid::from_raw(child.id() as i32);
         // The child is reaped by the supervisor's reaper, not through `child`.
@@ -293,7 +297,7 @@ pub fn resolve_program(program: &Path) -> Option<PathBuf> {
 }
 
 /// The zygote's command line; `control` must stay open until it is spawned.
-fn zygote_command(python: &Path, python_dir: &Path, control: RawFd) -> Command {
+fn zygote_command(python: &Path, python_dir: &Path, nice: u8, control: RawFd) -> Command {
     let bootstrap = format!(
         "import sys; sys.path.insert(0, {dir:?}); from pyclave_worker import zygote; zygote.main({CONTROL_FD})",
         dir = python_dir.display().to_string(),
@@ -309,9 +313,9 @@ fn zygote_command(python: &Path, python_dir: &Path, control: RawFd) -> Command {
         .stdout(std::io::stderr())
         .stderr(Stdio::inherit());
     // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed: dup2 and fcntl are. `control` is
-    // open in the parent for the whole spawn (the caller's contract), so the
-    // child's copy is valid.
+    // async-signal-safe calls are allowed: dup2, fcntl and setpriority are.
+    // `control` is open in the parent for the whole spawn (the caller's
+    // contract), so the child's copy is valid.
     unsafe {
         command.pre_exec(move || {
             let result = if control == CONTROL_FD {
@@ -319,7 +323,7 @@ fn zygote_command(python: &Path, python_dir: &Path, control: RawFd) -> Command {
             } else {
                 libc::dup2(control, CONTROL_FD)
             };
-            if result == -1 {
+            if result == -1 || libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice)) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

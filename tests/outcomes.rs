@@ -31,6 +31,27 @@ async fn main_without_params_and_auto_kind_work() {
 }
 
 #[tokio::test]
+async fn every_job_gets_its_own_random_streams() {
+    // Workers are forked from one zygote: without reseeding, every job would
+    // draw the zygote's numbers.
+    let supervisor = Supervisor::start("");
+    let mut client = supervisor.client().await;
+    let code = "import random, numpy\ndef main():\n    return [random.getrandbits(64), int(numpy.random.randint(2**62)), \
+                float(numpy.random.normal())]\n";
+    let mut draws = Vec::new();
+    for _ in 0..4 {
+        draws.push(ok_json(&client.run(exec(code), None).await.expect("run")));
+    }
+    for (i, first) in draws.iter().enumerate() {
+        for second in &draws[i + 1..] {
+            let (a, b): (Vec<f64>, Vec<f64>) =
+                (serde_json::from_str(first).expect("json"), serde_json::from_str(second).expect("json"));
+            assert!(a.iter().zip(&b).all(|(x, y)| x != y), "two jobs drew the same numbers: {first} {second}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn transform_gets_the_table_and_returns_one() {
     let supervisor = Supervisor::start("");
     let input = arrow_memfd(&sample_batch(1000));

@@ -6,7 +6,8 @@ Usage: python baselines.py MODE CODE_FILE INPUT_FILE JOBS
   bwrap      the same under bubblewrap (`bwrap` on PATH)
   inprocess  the same work as a worker's job, in this process, unsandboxed
   forkrate   fork+exit+wait of a process that imported pandas/pyarrow/numpy
-             and called gc.freeze(), like pyclave's zygote
+             and called gc.freeze(), forking from native code like pyclave's
+             zygote (the input argument names pyclave's native library)
 Prints one JSON object: {"latencies_us": [...]}.
 """
 
@@ -87,21 +88,20 @@ def in_process(code_file: str, input_file: str, jobs: int) -> list[int]:
     return latencies
 
 
-def fork_rate(jobs: int) -> list[int]:
+def fork_rate(jobs: int, native_library: str) -> list[int]:
+    import ctypes
+
     import numpy  # noqa: F401
     import pandas  # noqa: F401
     import pyarrow  # noqa: F401
 
     gc.freeze()
-    latencies = []
-    for _ in range(jobs):
-        started = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-        latencies.append(int((time.perf_counter() - started) * 1e6))
-    return latencies
+    fork_exit_wait = ctypes.PyDLL(native_library, use_errno=True).pyclave_fork_exit_wait
+    fork_exit_wait.argtypes = [ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint64)]
+    latencies = (ctypes.c_uint64 * jobs)()
+    if fork_exit_wait(jobs, latencies) != 0:
+        raise OSError(ctypes.get_errno(), "fork+exit+wait")
+    return list(latencies)
 
 
 def main() -> None:
@@ -113,7 +113,7 @@ def main() -> None:
     elif mode == "inprocess":
         latencies = in_process(code_file, input_file, jobs)
     elif mode == "forkrate":
-        latencies = fork_rate(jobs)
+        latencies = fork_rate(jobs, input_file)
     else:
         sys.exit(f"unknown mode {mode}")
     print(json.dumps({"latencies_us": latencies}))

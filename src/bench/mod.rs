@@ -150,7 +150,10 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     progress("baseline fork+exit+wait of a pandas zygote");
-    let fork_floor = baseline(&python, &script, "forkrate", Path::new("-"), "", 300 * scale)?;
+    // The zygote forks from pyclave's native library: so does the floor.
+    let runtime = crate::runtime_files::RuntimeDir::create(dir.path())?;
+    let library = runtime.native_library().display().to_string();
+    let fork_floor = baseline(&python, &script, "forkrate", Path::new("-"), &library, 300 * scale)?;
     progress_done();
     supervisor.stop();
 

@@ -1,14 +1,19 @@
 /*
- * A worker's confinement, between the zygote's fork and `ready`.
+ * A worker's birth: the zygote's fork, and the worker's confinement before
+ * anything else runs in it.
  *
  * The zygote (worker/pyclave_worker/confine.py) prepares everything once:
  * the read-only root in its own mount namespace, the paths, the rlimits and
- * the seccomp programs, laid out as a `struct pyclave_plan`. Each worker then
- * makes one call, `pyclave_confine_worker`, that is nothing but syscalls: no
- * Python runs between fork and confinement, so the worker copies few of the
- * zygote's pages (copy-on-write) and starts fast. The steps, in order, and
- * what each stops:
+ * the seccomp programs, laid out as a `struct pyclave_plan`. For each worker
+ * it calls `pyclave_fork_worker`, which forks; the child confines itself
+ * with nothing but syscalls and only then returns into Python. CPython's own
+ * after-fork work (`os.fork`) is skipped: it copies ~250 of the zygote's
+ * pages per worker, and it exists for threads a single-threaded zygote does
+ * not have (the worker reseeds its random generators itself). The steps, in
+ * order, and what each stops:
  *
+ * 0. pid namespace (in the zygote)  the worker is pid 1 of its own: its processes see
+ *                                 only each other and die with it
  * 1. join the job's cgroup        memory, CPU and pids limits cover everything after
  * 2. namespaces                   no view of host mounts, network, IPC, hostname, cgroups
  * 3. minimal read-only root       no host files beyond Python and its libraries;
@@ -19,9 +24,6 @@
  * 7. seccomp                      no syscalls outside the reviewed allowlist: the zygote
  *                                 installed it, widened by the syscalls of the steps
  *                                 above; the first filter here takes those away
- *
- * On failure it returns -1 with "step: reason" in `error`; the worker must
- * then report it and exit without serving a job.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,56 +39,14 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
-int pyclave_install_sigsys_reporter(int fd); /* sigsys.c */
-
-/* What a worker's /tmp needs from the zygote's staging area. */
-enum pyclave_tmp_entry_kind { PYCLAVE_BIND_DIRECTORY = 0, PYCLAVE_BIND_FILE = 1, PYCLAVE_SYMLINK = 2 };
-
-/* A read-only path under /tmp: the private /tmp hides whatever the zygote
-   prepared there, so each worker binds it again from the staging area (or,
-   for a symlink, recreates it: `source` is then the link's text). */
-struct pyclave_tmp_entry {
-    int32_t kind;
-    const char *source;
-    const char *target;
-};
-
-struct pyclave_rlimit {
-    uint32_t resource;
-    uint64_t soft;
-    uint64_t hard;
-};
-
-/* Laid out by the zygote once; every worker reads it. */
-struct pyclave_plan {
-    int32_t namespaces;
-    int32_t minimal_root;
-    int32_t drop_privileges;
-    const char *root; /* the prepared root's mount point */
-    const char *tmp_mount_options;
-    const struct pyclave_tmp_entry *tmp_entries;
-    uint64_t tmp_entry_count;
-    const struct pyclave_rlimit *rlimits;
-    uint64_t rlimit_count;
-    const struct sock_fprog *filters;
-    uint64_t filter_count;
-};
-
-/* This worker's own part. */
-struct pyclave_worker {
-    uint32_t uid;
-    uint32_t gid;
-    int32_t channel_fd;
-    int32_t stdout_fd;
-    int32_t stderr_fd;
-    const int32_t *cgroup_fds;
-    uint64_t cgroup_fd_count;
-};
+#include "native.h"
 
 #define NAMESPACES (CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP)
 #define HOSTNAME "pyclave"
@@ -267,11 +227,7 @@ static int drop_privileges(const struct pyclave_plan *plan, const struct pyclave
     return 0;
 }
 
-int pyclave_confine_worker(const struct pyclave_plan *plan, const struct pyclave_worker *worker, char *error,
-                           size_t error_size) {
-    struct failure failure_record = {error, error_size};
-    struct failure *failure = &failure_record;
-
+static int confine(const struct pyclave_plan *plan, const struct pyclave_worker *worker, struct failure *failure) {
     CHECK(prctl(PR_SET_NAME, "pyclave-worker", 0, 0, 0), "process name");
     for (uint64_t i = 0; i < worker->cgroup_fd_count; i++) {
         /* "0" moves the writing process. */
@@ -298,5 +254,59 @@ int pyclave_confine_worker(const struct pyclave_plan *plan, const struct pyclave
         for (uint64_t i = 0; i < plan->filter_count; i++)
             CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &plan->filters[i], 0, 0), "seccomp");
     }
+    return 0;
+}
+
+/* Fresh words from the kernel, and the position at the end: the next draw
+   runs the generator over them. Each worker would otherwise repeat the
+   zygote's stream. */
+static int reseed_mt19937(struct mt19937_state *state) {
+    size_t done = 0;
+    while (done < sizeof state->key) {
+        ssize_t got = getrandom((char *)state->key + done, sizeof state->key - done, 0);
+        if (got == -1 && errno != EINTR)
+            return -1;
+        if (got > 0)
+            done += (size_t)got;
+    }
+    state->pos = MT19937_WORDS;
+    return 0;
+}
+
+static uint64_t monotonic_us(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+/*
+ * In the zygote: returns the worker's pid, or -1 with "step: reason" in
+ * `error` when it cannot fork. In the worker: returns 0 once it is confined
+ * (`worker->confinement_us` says how long that took), or -2 with the reason
+ * in `error`; the worker must then report it and exit without serving a job.
+ */
+pid_t pyclave_fork_worker(const struct pyclave_plan *plan, struct pyclave_worker *worker, char *error,
+                          size_t error_size) {
+    struct failure failure_record = {error, error_size};
+    struct failure *failure = &failure_record;
+    if (plan->namespaces) {
+        /* unshare(CLONE_NEWPID) works only while our children would still be
+           born in our own namespace: go back to it first. */
+        CHECK(setns(plan->own_pid_namespace, CLONE_NEWPID), "setns(pid)");
+        CHECK(unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)");
+    }
+    pid_t pid = fork();
+    if (pid == -1)
+        return fail(failure, "fork");
+    if (pid > 0)
+        return pid;
+    uint64_t started = monotonic_us();
+    if (confine(plan, worker, failure) == -1)
+        return -2;
+    if (plan->numpy_random_state != NULL && reseed_mt19937(plan->numpy_random_state) == -1) {
+        fail(failure, "reseed numpy's random generator");
+        return -2;
+    }
+    worker->confinement_us = monotonic_us() - started;
     return 0;
 }

@@ -15,35 +15,23 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static int report_fd = -1;
+#include "native.h"
 
-static size_t put_varint(uint8_t *out, uint32_t value) {
-    size_t n = 0;
-    while (value >= 0x80) {
-        out[n++] = (uint8_t)(value | 0x80);
-        value >>= 7;
-    }
-    out[n++] = (uint8_t)value;
-    return n;
-}
+static int report_fd = -1;
 
 static void on_sigsys(int signo, siginfo_t *info, void *context) {
     (void)context;
-    uint8_t number[5];
-    size_t number_len = put_varint(number, (uint32_t)info->si_syscall);
+    uint8_t number[PYCLAVE_VARINT_MAX_BYTES];
+    size_t number_len = pyclave_put_varint(number, (uint32_t)info->si_syscall);
 
-    uint8_t frame[16];
-    size_t len = 4;
+    uint8_t frame[PYCLAVE_FRAME_HEADER_BYTES + 2 + 1 + PYCLAVE_VARINT_MAX_BYTES];
+    size_t len = PYCLAVE_FRAME_HEADER_BYTES;
     frame[len++] = 0x22;                           /* WorkerEvent field 4, length-delimited */
     frame[len++] = (uint8_t)(1 + number_len);      /* BlockedSyscall length */
     frame[len++] = 0x08;                           /* BlockedSyscall field 1, varint */
     memcpy(frame + len, number, number_len);
     len += number_len;
-    uint32_t body = (uint32_t)(len - 4);
-    frame[0] = (uint8_t)(body >> 24);
-    frame[1] = (uint8_t)(body >> 16);
-    frame[2] = (uint8_t)(body >> 8);
-    frame[3] = (uint8_t)body;
+    pyclave_put_frame_header(frame, (uint32_t)(len - PYCLAVE_FRAME_HEADER_BYTES));
     if (report_fd >= 0) {
         ssize_t written = write(report_fd, frame, len);
         (void)written;

@@ -1,12 +1,13 @@
-"""Confinement: what the zygote prepares once, and the one native call each
-worker makes between fork and `ready`.
+"""Confinement: what the zygote prepares once, and the native call that forks
+each worker and confines it.
 
 The worker's steps, in order, and what each stops, are in
-worker/native/confine.c, which runs them: no Python runs between fork and
-confinement, so a worker copies few of the zygote's pages. Here, once in the
+worker/native/confine.c, which runs them: no Python runs in a worker before
+it is confined, so it copies few of the zygote's pages. Here, once in the
 zygote: the read-only root every worker enters (built in the zygote's own
-mount namespace, so each worker only copies it), the seccomp allowlist every
-worker inherits, and the plan laid out as the native code reads it.
+mount namespace, so each worker only copies it), the jobs' environment and
+seccomp allowlist every worker inherits, and the plan laid out as the native
+code reads it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from . import worker_pb2
 _libc = ctypes.CDLL(None, use_errno=True)
 
 CLONE_NEWNS = 0x00020000
-CLONE_NEWPID = 0x20000000
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -46,6 +46,19 @@ class ConfinementError(Exception):
     """A layer could not be applied; the worker must not serve a job."""
 
 
+class WorkerConfinementFailed(ConfinementError):
+    """Raised in a new worker that could not confine itself: it reports
+    this on its channel and exits."""
+
+    def __init__(self, channel_fd: int, reason: str) -> None:
+        super().__init__(reason)
+        self.channel_fd = channel_fd
+
+
+class ServingError(Exception):
+    """The zygote cannot go on serving the supervisor."""
+
+
 def _check(result: int, what: str) -> None:
     if result != 0:
         errno = ctypes.get_errno()
@@ -67,6 +80,7 @@ class _Rlimit(ctypes.Structure):
 class _Plan(ctypes.Structure):
     _fields_ = [
         ("namespaces", ctypes.c_int32),
+        ("own_pid_namespace", ctypes.c_int32),
         ("minimal_root", ctypes.c_int32),
         ("drop_privileges", ctypes.c_int32),
         ("root", ctypes.c_char_p),
@@ -77,19 +91,12 @@ class _Plan(ctypes.Structure):
         ("rlimit_count", ctypes.c_uint64),
         ("filters", ctypes.POINTER(_SockFprog)),
         ("filter_count", ctypes.c_uint64),
+        ("numpy_random_state", ctypes.c_void_p),
     ]
 
 
-class _Worker(ctypes.Structure):
-    _fields_ = [
-        ("uid", ctypes.c_uint32),
-        ("gid", ctypes.c_uint32),
-        ("channel_fd", ctypes.c_int32),
-        ("stdout_fd", ctypes.c_int32),
-        ("stderr_fd", ctypes.c_int32),
-        ("cgroup_fds", ctypes.POINTER(ctypes.c_int32)),
-        ("cgroup_fd_count", ctypes.c_uint64),
-    ]
+class _Spawned(ctypes.Structure):
+    _fields_ = [("channel_fd", ctypes.c_int32), ("confinement_us", ctypes.c_uint64)]
 
 
 class Prepared:
@@ -97,11 +104,16 @@ class Prepared:
     workers inherit it (and everything it points to) at fork."""
 
     def __init__(self, plan: worker_pb2.SandboxPlan, tmp_entries: list[tuple[int, str, str]]) -> None:
-        library = ctypes.CDLL(plan.native_library, use_errno=True)
-        self._confine = library.pyclave_confine_worker
-        self._confine.argtypes = [ctypes.POINTER(_Plan), ctypes.POINTER(_Worker), ctypes.c_char_p, ctypes.c_size_t]
-        self.environment = dict(plan.environment)
+        # PyDLL: the call keeps the GIL, so the zygote forks with its one
+        # thread inside native code, and each worker returns into Python
+        # only once it is confined.
+        library = ctypes.PyDLL(plan.native_library, use_errno=True)
+        self._serve = library.pyclave_serve
+        self._serve.argtypes = [ctypes.POINTER(_Plan), ctypes.c_int, ctypes.POINTER(_Spawned), ctypes.c_char_p,
+                                ctypes.c_size_t]
+        self._serve.restype = ctypes.c_int
         self._error = ctypes.create_string_buffer(512)
+        own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if plan.namespaces else -1
         # Everything the plan points to stays referenced here.
         self._strings = [plan.root_mount_point.encode(), f"size={plan.tmp_size_bytes},mode=1777".encode()]
         self._tmp_entries = (_TmpEntry * len(tmp_entries))(
@@ -115,44 +127,72 @@ class Prepared:
             *(_SockFprog(len(program) // 8, ctypes.addressof(program)) for program in self._programs)
         )
         self._plan = _Plan(
-            plan.namespaces, plan.minimal_root, plan.drop_privileges, self._strings[0], self._strings[1],
-            self._tmp_entries, len(tmp_entries), self._rlimits, len(plan.rlimits),
-            self._filters, len(self._programs),
+            plan.namespaces, own_pid_namespace, plan.minimal_root, plan.drop_privileges, self._strings[0],
+            self._strings[1], self._tmp_entries, len(tmp_entries), self._rlimits, len(plan.rlimits),
+            self._filters, len(self._programs), _numpy_random_state(),
         )
+        # Otherwise the worker reseeds numpy from Python.
+        self.reseeds_numpy = bool(self._plan.numpy_random_state)
 
-    def confine_worker(self, uid: int, gid: int, channel_fd: int, stdout_fd: int, stderr_fd: int,
-                       cgroup_fds: Sequence[int]) -> None:
-        """In the worker: its whole confinement (stdout and stderr become fds
-        1 and 2; every other fd but the channel is closed)."""
-        os.environ.clear()
-        os.environ.update(self.environment)
-        fds = (ctypes.c_int32 * len(cgroup_fds))(*cgroup_fds)
-        worker = _Worker(uid, gid, channel_fd, stdout_fd, stderr_fd, fds, len(cgroup_fds))
-        if self._confine(ctypes.byref(self._plan), ctypes.byref(worker), self._error, len(self._error)) != 0:
-            raise ConfinementError(self._error.value.decode(errors="replace"))
+    def serve(self, control_fd: int) -> tuple[int, int] | None:
+        """Serves the supervisor's spawn commands in native code
+        (worker/native/zygote.c): forks workers, each confined first thing,
+        and reaps them.
+
+        Returns None in the zygote once the supervisor has closed the channel
+        (raises ServingError if it cannot go on). Returns (channel fd,
+        microseconds its confinement took) in each new, confined worker;
+        raises WorkerConfinementFailed in a worker that could not confine
+        itself.
+        """
+        spawned = _Spawned()
+        result = self._serve(ctypes.byref(self._plan), control_fd, ctypes.byref(spawned), self._error,
+                             len(self._error))
+        reason = self._error.value.decode(errors="replace")
+        if result == 1:
+            return None
+        if result == 0:
+            return spawned.channel_fd, spawned.confinement_us
+        if result == -2:
+            raise WorkerConfinementFailed(spawned.channel_fd, reason)
+        raise ServingError(reason)
+
+
+def _numpy_random_state() -> int | None:
+    """The address of numpy's global MT19937 state, for the native code to
+    reseed in each worker; None unless numpy's own view of it matches the
+    layout confine.c writes (624 key words, then the position)."""
+    import numpy
+
+    generator = numpy.random.mtrand._rand._bit_generator
+    try:
+        address = generator.ctypes.state_address
+        state = generator.state["state"]
+        key, position = state["key"], state["pos"]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    words = len(key)
+    if words != 624 or ctypes.string_at(address, words * 4) != key.astype("<u4").tobytes():
+        return None
+    if ctypes.c_int.from_address(address + words * 4).value != position:
+        return None
+    return address
 
 
 def prepare(plan: worker_pb2.SandboxPlan) -> Prepared:
     """In the zygote, once, before any fork: the workers' root (when that
-    layer is on) and the plan for `Prepared.confine_worker`."""
+    layer is on), the jobs' environment (the zygote has imported all it
+    needs; `os.environ` and the process environment change together), and
+    the plan for `Prepared.serve`."""
     tmp_entries = _prepare_root(plan) if plan.minimal_root else []
+    os.environ.clear()
+    os.environ.update(plan.environment)
     return Prepared(plan, tmp_entries)
 
 
 def set_process_name(name: bytes) -> None:
     """What `ps` and `top` show (and profilers group by): 15 bytes at most."""
     _check(_libc.prctl(PR_SET_NAME, name, 0, 0, 0), "prctl(PR_SET_NAME)")
-
-
-def enter_pid_namespace_for_next_fork(own_pid_namespace: int) -> None:
-    """Called in the zygote before each fork: the child becomes pid 1 of a new
-    pid namespace (its processes see only each other; when it exits, they die).
-
-    `setns` back to our own namespace first: unshare(CLONE_NEWPID) works only
-    while our children would still be born in it.
-    """
-    _check(_libc.setns(own_pid_namespace, CLONE_NEWPID), "setns(pid)")
-    _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
 
 
 def install_zygote_filter(plan: worker_pb2.SandboxPlan) -> None:

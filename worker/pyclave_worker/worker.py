@@ -1,32 +1,32 @@
-"""A worker: the child the zygote forks. Specialises, reports ready, runs one job, exits."""
+"""A worker: the child the zygote forks, confined before any Python runs in
+it (worker/native/confine.c). Reports ready, runs one job, exits."""
 
 from __future__ import annotations
 
-import os
+import random
 import socket
+import os
 import sys
-import time
 
-from . import confine, job, wire, worker_pb2
+import numpy
+
+from . import job, wire, worker_pb2
 
 # The job frame holds the code and params, which the supervisor has capped.
 _MAX_JOB_FRAME_BYTES = 256 * 1024 * 1024
 
+# A job the worker runs on itself before `ready` (see `_rehearse`).
+_REHEARSAL = worker_pb2.WorkerJob(
+    kind=worker_pb2.WorkerJob.KIND_EXEC, code="def main():\n    return None\n", filename="<rehearsal>"
+).SerializeToString()
 
-def run(spawn: worker_pb2.Spawn, prepared: confine.Prepared, channel_fd: int, stdout_fd: int,
-        stderr_fd: int, cgroup_fds: list[int]) -> None:
-    """Never returns normally: the process exits after its one job."""
-    # Confinement comes before `ready`: nothing of a job has arrived yet, and
-    # nothing after this point is trusted.
-    started = time.perf_counter()
-    try:
-        prepared.confine_worker(spawn.uid, spawn.gid, channel_fd, stdout_fd, stderr_fd, cgroup_fds)
-    except Exception as error:  # noqa: BLE001  (any failure: report it, serve nothing)
-        _send(socket.socket(fileno=channel_fd),
-              worker_pb2.WorkerEvent(confinement_failed=f"{type(error).__name__}: {error}"))
-        os._exit(1)
-    confinement_us = int((time.perf_counter() - started) * 1e6)
+
+def run(channel_fd: int, confinement_us: int, numpy_reseeded: bool) -> None:
+    """In the confined worker; never returns normally: the process exits
+    after its one job."""
     channel = socket.socket(fileno=channel_fd)
+    _reseed(numpy_reseeded)
+    _rehearse()
     _send(channel, worker_pb2.WorkerEvent(ready=worker_pb2.WorkerReady(confinement_us=confinement_us)))
 
     reader = wire.FrameReader(channel, _MAX_JOB_FRAME_BYTES)
@@ -42,6 +42,31 @@ def run(spawn: worker_pb2.Spawn, prepared: confine.Prepared, channel_fd: int, st
     sys.stderr.flush()
     _send(channel, worker_pb2.WorkerEvent(result=result))
     os._exit(0)
+
+
+def report_confinement_failure(channel_fd: int, reason: str) -> None:
+    """In a worker that could not confine itself: it serves nothing."""
+    _send(socket.socket(fileno=channel_fd), worker_pb2.WorkerEvent(confinement_failed=reason))
+
+
+def _reseed(numpy_reseeded: bool) -> None:
+    """Every job gets its own random streams, not a copy of the zygote's
+    (the worker is forked without CPython's after-fork hooks, which reseed
+    `random`; numpy never reseeds by itself: the native fork does it when it
+    can, more cheaply)."""
+    random.seed()
+    if not numpy_reseeded:
+        numpy.random.seed()
+
+
+def _rehearse() -> None:
+    """Runs a trivial job's path once, off the job's clock: the pages a job
+    touches first (interpreter state, the compiler, protobuf, json) are
+    copied from the zygote now rather than while the caller waits."""
+    request = worker_pb2.WorkerJob.FromString(_REHEARSAL)
+    worker_pb2.WorkerEvent(started=worker_pb2.JobStarted()).SerializeToString()
+    result = job.execute(request, None, None)
+    worker_pb2.WorkerEvent(result=result).SerializeToString()
 
 
 def _send(channel: socket.socket, event: worker_pb2.WorkerEvent) -> None:

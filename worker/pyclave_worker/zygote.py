@@ -1,18 +1,21 @@
 """The zygote: imports pandas, pyarrow and numpy once, then forks workers.
 
-It never runs a job's code. It serves the supervisor's `Spawn` commands on
-the control socket, reaps its workers and reports each exit status. It must
-be single-threaded whenever it forks: the supervisor starts it with OpenBLAS
-and jemalloc background threads disabled, the warm-up below avoids Arrow's
-thread pool, and the thread count is checked before it reports ready.
+It never runs a job's code. Once ready, it serves the supervisor's `Spawn`
+commands on the control socket in native code (worker/native/zygote.c),
+which forks and reaps the workers and reports each exit status: no Python
+runs in the zygote between forks. It must be single-threaded whenever it
+forks: the supervisor starts it with OpenBLAS and jemalloc background
+threads disabled, the warm-up below avoids Arrow's thread pool, and the
+thread count is checked before it reports ready. Each worker comes back
+from the native call into Python already confined (no CPython after-fork
+hooks run: there are no other threads to make safe, and the worker reseeds
+its random generators itself).
 """
 
 from __future__ import annotations
 
 import gc
 import os
-import select
-import signal
 import socket
 import sys
 
@@ -34,12 +37,8 @@ def main(control_fd: int) -> None:
     decoder = wire.FrameDecoder(_MAX_COMMAND_FRAME_BYTES)
     plan = _receive_plan(control, decoder)
     prepared = confine.prepare(plan)
-    own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     _warm_up()
     _become_subreaper()
-    wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wakeup_write)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
     gc.freeze()
     confine.install_zygote_filter(plan)
 
@@ -49,26 +48,24 @@ def main(control_fd: int) -> None:
     ))
     if threads != 1:
         sys.exit(f"pyclave zygote: {threads} threads at start-up; forking would be unsafe")
-
-    workers: set[int] = set()
-    while True:
-        readable, _, _ = select.select([control, wakeup_read], [], [])
-        if wakeup_read in readable:
-            _drain(wakeup_read)
-            _reap(control, workers)
-        if control in readable:
-            data, fds = wire.recv_chunk(control)
-            if not data:
-                return  # the supervisor is gone
-            decoder.feed(data, fds)
-            while (frame := decoder.next_frame()) is not None:
-                command = worker_pb2.ZygoteCommand.FromString(frame)
-                if command.HasField("spawn"):
-                    pid = _spawn(control, decoder, command.spawn, plan, prepared, own_pid_namespace)
-                    if pid is not None:
-                        workers.add(pid)
-                else:
-                    decoder.close_fds()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        spawned = prepared.serve(control.fileno())
+    except confine.WorkerConfinementFailed as failure:
+        try:
+            worker.report_confinement_failure(failure.channel_fd, str(failure))
+        finally:
+            os._exit(1)
+    except confine.ServingError as error:
+        sys.exit(f"pyclave zygote: {error}")
+    if spawned is None:
+        return  # the supervisor is gone
+    channel_fd, confinement_us = spawned
+    try:
+        worker.run(channel_fd, confinement_us, prepared.reseeds_numpy)
+    finally:
+        os._exit(70)  # EX_SOFTWARE: worker.run never returns or raises
 
 
 def _receive_plan(control: socket.socket, decoder: wire.FrameDecoder) -> worker_pb2.SandboxPlan:
@@ -104,65 +101,6 @@ def _become_subreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-
-def _spawn(control: socket.socket, decoder: wire.FrameDecoder, request: worker_pb2.Spawn,
-           plan: worker_pb2.SandboxPlan, prepared: confine.Prepared, own_pid_namespace: int) -> int | None:
-    """Forks one worker; returns its pid, or None when fork failed."""
-    channel_fd, stdout_fd, stderr_fd = (decoder.take_fd() for _ in range(3))
-    cgroup_fds = [decoder.take_fd() for _ in range(request.cgroup_fds)]
-    passed = [channel_fd, stdout_fd, stderr_fd, *cgroup_fds]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        if plan.namespaces:
-            confine.enter_pid_namespace_for_next_fork(own_pid_namespace)
-        pid = os.fork()
-    except (OSError, confine.ConfinementError) as error:
-        for fd in passed:
-            os.close(fd)
-        _send(control, worker_pb2.ZygoteEvent(
-            spawn_failed=worker_pb2.SpawnFailed(worker_id=request.worker_id, error=str(error))
-        ))
-        return None
-    if pid == 0:
-        status = 70  # EX_SOFTWARE, should worker.run ever return or raise
-        try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            worker.run(request, prepared, channel_fd, stdout_fd, stderr_fd, cgroup_fds)
-        finally:
-            os._exit(status)
-    for fd in passed:
-        os.close(fd)
-    _send(control, worker_pb2.ZygoteEvent(
-        spawned=worker_pb2.Spawned(worker_id=request.worker_id, pid=pid)
-    ))
-    return pid
-
-
-def _reap(control: socket.socket, workers: set[int]) -> None:
-    """Reaps every exited child; reports the workers' (orphans are not ours to report)."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        if pid in workers:
-            workers.discard(pid)
-            _send(control, worker_pb2.ZygoteEvent(
-                exited=worker_pb2.Exited(pid=pid, wait_status=status)
-            ))
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _send(control: socket.socket, event: worker_pb2.ZygoteEvent) -> None:

@@ -1,0 +1,38 @@
+/*
+ * The floor of this design, for `pyclave bench`: fork, exit and wait, the
+ * way the zygote forks its workers (from native code, no Python in between,
+ * so only the fork's own copy-on-write faults count).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "native.h"
+
+static uint64_t now_us(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+/* `count` rounds of fork, _exit(0) and waitpid; each round's microseconds
+   go to `latencies_us`. Returns 0, or -1 (errno). */
+int pyclave_fork_exit_wait(uint64_t count, uint64_t *latencies_us) {
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t started = now_us();
+        pid_t pid = fork();
+        if (pid == -1)
+            return -1;
+        if (pid == 0)
+            _exit(0);
+        int status;
+        while (waitpid(pid, &status, 0) == -1) {
+            if (errno != EINTR)
+                return -1;
+        }
+        latencies_us[i] = now_us() - started;
+    }
+    return 0;
+}

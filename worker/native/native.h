@@ -1,0 +1,92 @@
+/*
+ * The worker runtime's native part, shared between its files:
+ * confine.c (fork and confinement), zygote.c (the zygote's serving loop),
+ * sigsys.c (the SIGSYS reporter) and protobuf.c (the little of the wire
+ * format they write and read by hand).
+ */
+#ifndef PYCLAVE_NATIVE_H
+#define PYCLAVE_NATIVE_H
+
+#include <linux/filter.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* sigsys.c */
+int pyclave_install_sigsys_reporter(int fd);
+
+/* What a worker's /tmp needs from the zygote's staging area. */
+enum pyclave_tmp_entry_kind { PYCLAVE_BIND_DIRECTORY = 0, PYCLAVE_BIND_FILE = 1, PYCLAVE_SYMLINK = 2 };
+
+/* A read-only path under /tmp: the private /tmp hides whatever the zygote
+   prepared there, so each worker binds it again from the staging area (or,
+   for a symlink, recreates it: `source` is then the link's text). */
+struct pyclave_tmp_entry {
+    int32_t kind;
+    const char *source;
+    const char *target;
+};
+
+struct pyclave_rlimit {
+    uint32_t resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+/* numpy's MT19937 state (numpy/random/src/mt19937/mt19937.h); the zygote
+   checks this layout against numpy's own view before it passes one. */
+#define MT19937_WORDS 624
+struct mt19937_state {
+    uint32_t key[MT19937_WORDS];
+    int pos;
+};
+
+/* Laid out by the zygote once; every worker reads it. */
+struct pyclave_plan {
+    int32_t namespaces;
+    int32_t own_pid_namespace; /* the zygote's, open: each worker gets a new one inside it */
+    int32_t minimal_root;
+    int32_t drop_privileges;
+    const char *root; /* the prepared root's mount point */
+    const char *tmp_mount_options;
+    const struct pyclave_tmp_entry *tmp_entries;
+    uint64_t tmp_entry_count;
+    const struct pyclave_rlimit *rlimits;
+    uint64_t rlimit_count;
+    const struct sock_fprog *filters;
+    uint64_t filter_count;
+    struct mt19937_state *numpy_random_state; /* numpy's global generator, or NULL */
+};
+
+/* This worker's own part. */
+struct pyclave_worker {
+    uint32_t uid;
+    uint32_t gid;
+    int32_t channel_fd;
+    int32_t stdout_fd;
+    int32_t stderr_fd;
+    const int32_t *cgroup_fds;
+    uint64_t cgroup_fd_count;
+    uint64_t confinement_us; /* set in the worker: how long its confinement took */
+};
+
+/* confine.c: in the zygote, returns the worker's pid, or -1 with
+   "step: reason" in `error`; in the worker, 0 once it is confined, or -2
+   with the reason in `error`. */
+pid_t pyclave_fork_worker(const struct pyclave_plan *plan, struct pyclave_worker *worker, char *error,
+                          size_t error_size);
+
+/* protobuf.c: a frame is a 4-byte big-endian length, then one message. */
+#define PYCLAVE_FRAME_HEADER_BYTES 4
+#define PYCLAVE_VARINT_MAX_BYTES 10
+
+/* Writes `value` as a varint at `out`; returns the bytes written. */
+size_t pyclave_put_varint(uint8_t *out, uint64_t value);
+/* Reads a varint from [*at, end), advancing *at; -1 if malformed. */
+int pyclave_read_varint(const uint8_t **at, const uint8_t *end, uint64_t *value);
+/* Skips a field's value of `wire_type` in [*at, end); -1 if malformed. */
+int pyclave_skip_field(const uint8_t **at, const uint8_t *end, uint32_t wire_type);
+/* Writes the frame header for a `length`-byte message at `out`. */
+void pyclave_put_frame_header(uint8_t *out, uint32_t length);
+
+#endif

@@ -1,0 +1,432 @@
+/*
+ * The zygote's serving loop. Once the zygote (worker/pyclave_worker/
+ * zygote.py) has imported everything, prepared the plan and reported ready,
+ * it calls `pyclave_serve`, and every spawn and every reap happens here: the
+ * zygote runs no Python between forks. Python would write to pages the
+ * zygote shares with its live workers and copy them (~200 per spawn, about
+ * as much CPU as the fork itself).
+ *
+ * The protocol is pyclave.worker.v1 (proto/pyclave/v1/worker.proto):
+ * `ZygoteCommand` frames in, `ZygoteEvent` frames out. A Spawn's fds (the
+ * worker's channel, stdout, stderr, then `cgroup_fds` cgroup.procs files)
+ * arrive as SCM_RIGHTS with the first byte of its frame.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "native.h"
+
+/* The zygote.py limit on a command frame. */
+#define MAX_COMMAND_BYTES (64 * 1024)
+/* Fds a Spawn carries at most: channel, stdout, stderr, three cgroups. */
+#define MAX_FDS_PER_SPAWN 8
+#define MAX_QUEUED_FDS (4 * MAX_FDS_PER_SPAWN)
+#define MAX_ERROR_BYTES 512
+
+/* Field numbers (worker.proto). */
+enum {
+    COMMAND_SPAWN = 1,
+    SPAWN_WORKER_ID = 1,
+    SPAWN_UID = 2,
+    SPAWN_GID = 3,
+    SPAWN_CGROUP_FDS = 4,
+    EVENT_SPAWNED = 2,
+    EVENT_EXITED = 3,
+    EVENT_SPAWN_FAILED = 4,
+};
+#define WIRE_VARINT 0
+#define WIRE_LENGTH_DELIMITED 2
+
+/* What a new worker needs to go on in Python. */
+struct pyclave_spawned {
+    int32_t channel_fd;
+    uint64_t confinement_us;
+};
+
+struct spawn_request {
+    uint64_t worker_id;
+    uint32_t uid;
+    uint32_t gid;
+    uint32_t cgroup_fds;
+};
+
+/* Bytes and fds read from the supervisor, not yet taken by a command. */
+struct inbox {
+    uint8_t bytes[2 * MAX_COMMAND_BYTES];
+    size_t length;
+    int fds[MAX_QUEUED_FDS];
+    size_t fd_count;
+};
+
+/* The pids of live workers (orphans reaped as subreaper are not reported). */
+struct worker_set {
+    pid_t *pids;
+    size_t count;
+    size_t capacity;
+};
+
+struct server {
+    const struct pyclave_plan *plan;
+    int control;
+    struct inbox inbox;
+    struct worker_set workers;
+    char *error;
+    size_t error_size;
+};
+
+static int fail_with(struct server *server, const char *what) {
+    snprintf(server->error, server->error_size, "%s: %s", what, strerror(errno));
+    return -1;
+}
+
+static void on_sigchld(int signo) {
+    (void)signo; /* only interrupts ppoll */
+}
+
+static int write_all(int fd, const uint8_t *data, size_t length) {
+    while (length > 0) {
+        ssize_t written = send(fd, data, length, MSG_NOSIGNAL);
+        if (written == -1) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        data += written;
+        length -= (size_t)written;
+    }
+    return 0;
+}
+
+/* Writes a `ZygoteEvent` whose one field `event_field` holds `body`. */
+static int send_event(struct server *server, uint32_t event_field, const uint8_t *body, size_t body_length) {
+    uint8_t frame[PYCLAVE_FRAME_HEADER_BYTES + 1 + PYCLAVE_VARINT_MAX_BYTES + MAX_ERROR_BYTES + 64];
+    size_t length = PYCLAVE_FRAME_HEADER_BYTES;
+    frame[length++] = (uint8_t)(event_field << 3 | WIRE_LENGTH_DELIMITED);
+    length += pyclave_put_varint(frame + length, body_length);
+    memcpy(frame + length, body, body_length);
+    length += body_length;
+    pyclave_put_frame_header(frame, (uint32_t)(length - PYCLAVE_FRAME_HEADER_BYTES));
+    if (write_all(server->control, frame, length) == -1)
+        return fail_with(server, "write to the supervisor");
+    return 0;
+}
+
+static size_t put_varint_field(uint8_t *out, uint32_t field, uint64_t value) {
+    out[0] = (uint8_t)(field << 3 | WIRE_VARINT);
+    return 1 + pyclave_put_varint(out + 1, value);
+}
+
+static int send_spawned(struct server *server, uint64_t worker_id, pid_t pid) {
+    uint8_t body[2 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
+    size_t length = put_varint_field(body, 1, worker_id);
+    length += put_varint_field(body + length, 2, (uint64_t)pid);
+    return send_event(server, EVENT_SPAWNED, body, length);
+}
+
+static int send_spawn_failed(struct server *server, uint64_t worker_id, const char *reason) {
+    uint8_t body[1 + PYCLAVE_VARINT_MAX_BYTES + 1 + PYCLAVE_VARINT_MAX_BYTES + MAX_ERROR_BYTES];
+    size_t reason_length = strnlen(reason, MAX_ERROR_BYTES);
+    size_t length = put_varint_field(body, 1, worker_id);
+    body[length++] = (uint8_t)(2 << 3 | WIRE_LENGTH_DELIMITED);
+    length += pyclave_put_varint(body + length, reason_length);
+    memcpy(body + length, reason, reason_length);
+    length += reason_length;
+    return send_event(server, EVENT_SPAWN_FAILED, body, length);
+}
+
+static int send_exited(struct server *server, pid_t pid, int wait_status) {
+    uint8_t body[2 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
+    size_t length = put_varint_field(body, 1, (uint64_t)pid);
+    /* int32: negative values are sign-extended to ten bytes. */
+    length += put_varint_field(body + length, 2, (uint64_t)(int64_t)wait_status);
+    return send_event(server, EVENT_EXITED, body, length);
+}
+
+static int remember_worker(struct server *server, pid_t pid) {
+    struct worker_set *set = &server->workers;
+    if (set->count == set->capacity) {
+        size_t capacity = set->capacity == 0 ? 16 : 2 * set->capacity;
+        pid_t *pids = realloc(set->pids, capacity * sizeof *pids);
+        if (pids == NULL)
+            return fail_with(server, "remember a worker");
+        set->pids = pids;
+        set->capacity = capacity;
+    }
+    set->pids[set->count++] = pid;
+    return 0;
+}
+
+/* Forgets `pid`; returns whether it was a worker. */
+static int forget_worker(struct server *server, pid_t pid) {
+    struct worker_set *set = &server->workers;
+    for (size_t i = 0; i < set->count; i++) {
+        if (set->pids[i] == pid) {
+            set->pids[i] = set->pids[--set->count];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Reaps every exited child, reporting the workers'. */
+static int reap(struct server *server) {
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid == 0 || (pid == -1 && errno == ECHILD))
+            return 0;
+        if (pid == -1)
+            return fail_with(server, "waitpid");
+        if (forget_worker(server, pid) && send_exited(server, pid, status) == -1)
+            return -1;
+    }
+}
+
+/* Reads what the supervisor sent; returns 0 at its end of the channel. */
+static int receive(struct server *server) {
+    struct inbox *inbox = &server->inbox;
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(MAX_FDS_PER_SPAWN * sizeof(int))];
+    } control;
+    if (inbox->length == sizeof inbox->bytes) {
+        errno = EMSGSIZE;
+        return fail_with(server, "a command from the supervisor");
+    }
+    struct iovec vector = {inbox->bytes + inbox->length, sizeof inbox->bytes - inbox->length};
+    struct msghdr message = {.msg_iov = &vector, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control};
+    ssize_t received = recvmsg(server->control, &message, MSG_CMSG_CLOEXEC);
+    if (received == -1)
+        return errno == EINTR ? 1 : fail_with(server, "read from the supervisor");
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header != NULL; header = CMSG_NXTHDR(&message, header)) {
+        if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *fds = (int *)CMSG_DATA(header);
+        for (size_t i = 0; i < count; i++) {
+            if (inbox->fd_count == MAX_QUEUED_FDS) {
+                close(fds[i]);
+                errno = EMFILE;
+                return fail_with(server, "fds from the supervisor");
+            }
+            inbox->fds[inbox->fd_count++] = fds[i];
+        }
+    }
+    if (message.msg_flags & MSG_CTRUNC) {
+        errno = EMSGSIZE;
+        return fail_with(server, "fds from the supervisor");
+    }
+    inbox->length += (size_t)received;
+    return received == 0 ? 0 : 1;
+}
+
+/* Takes the first `count` queued fds into `out` (or closes them when `out`
+   is NULL); -1 if fewer arrived. */
+static int take_fds(struct server *server, int *out, size_t count) {
+    struct inbox *inbox = &server->inbox;
+    if (count > inbox->fd_count) {
+        errno = EPROTO;
+        return fail_with(server, "a command announced fds that did not arrive");
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (out != NULL)
+            out[i] = inbox->fds[i];
+        else
+            close(inbox->fds[i]);
+    }
+    inbox->fd_count -= count;
+    memmove(inbox->fds, inbox->fds + count, inbox->fd_count * sizeof(int));
+    return 0;
+}
+
+static int parse_spawn(const uint8_t *at, const uint8_t *end, struct spawn_request *spawn) {
+    memset(spawn, 0, sizeof *spawn);
+    while (at < end) {
+        uint64_t key, value;
+        if (pyclave_read_varint(&at, end, &key) == -1)
+            return -1;
+        uint32_t field = (uint32_t)(key >> 3), wire_type = (uint32_t)(key & 7);
+        if (wire_type != WIRE_VARINT || field < SPAWN_WORKER_ID || field > SPAWN_CGROUP_FDS) {
+            if (pyclave_skip_field(&at, end, wire_type) == -1)
+                return -1;
+            continue;
+        }
+        if (pyclave_read_varint(&at, end, &value) == -1)
+            return -1;
+        switch (field) {
+        case SPAWN_WORKER_ID:
+            spawn->worker_id = value;
+            break;
+        case SPAWN_UID:
+            spawn->uid = (uint32_t)value;
+            break;
+        case SPAWN_GID:
+            spawn->gid = (uint32_t)value;
+            break;
+        case SPAWN_CGROUP_FDS:
+            spawn->cgroup_fds = (uint32_t)value;
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Finds the Spawn in a ZygoteCommand; 1 if there is one, 0 for any other
+   command, -1 if malformed. */
+static int parse_command(const uint8_t *at, const uint8_t *end, struct spawn_request *spawn) {
+    int found = 0;
+    while (at < end) {
+        uint64_t key, length;
+        if (pyclave_read_varint(&at, end, &key) == -1)
+            return -1;
+        if (key != (COMMAND_SPAWN << 3 | WIRE_LENGTH_DELIMITED)) {
+            if (pyclave_skip_field(&at, end, (uint32_t)(key & 7)) == -1)
+                return -1;
+            continue;
+        }
+        if (pyclave_read_varint(&at, end, &length) == -1 || length > (uint64_t)(end - at))
+            return -1;
+        if (parse_spawn(at, at + length, spawn) == -1)
+            return -1;
+        at += length;
+        found = 1;
+    }
+    return found;
+}
+
+static void close_fds(const int *fds, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        close(fds[i]);
+}
+
+/* Forks the worker `spawn` asks for. In the zygote: 1 once reported (a
+   failed fork is reported too), -1 if the supervisor cannot be told. In the
+   worker: what `pyclave_fork_worker` returned there (0 or -2). */
+static int spawn_worker(struct server *server, const struct spawn_request *spawn, const sigset_t *worker_mask,
+                        struct pyclave_spawned *spawned) {
+    int fds[MAX_FDS_PER_SPAWN];
+    size_t count = 3 + (size_t)spawn->cgroup_fds;
+    if (count > MAX_FDS_PER_SPAWN) {
+        errno = EPROTO;
+        return fail_with(server, "a spawn with too many cgroup fds");
+    }
+    if (take_fds(server, fds, count) == -1)
+        return -1;
+    struct pyclave_worker worker = {
+        .uid = spawn->uid,
+        .gid = spawn->gid,
+        .channel_fd = fds[0],
+        .stdout_fd = fds[1],
+        .stderr_fd = fds[2],
+        .cgroup_fds = fds + 3,
+        .cgroup_fd_count = spawn->cgroup_fds,
+    };
+    pid_t pid = pyclave_fork_worker(server->plan, &worker, server->error, server->error_size);
+    if (pid == 0 || pid == -2) {
+        /* The worker: SIGCHLD back to what Python expects. */
+        signal(SIGCHLD, SIG_DFL);
+        sigprocmask(SIG_SETMASK, worker_mask, NULL);
+        spawned->channel_fd = worker.channel_fd;
+        spawned->confinement_us = worker.confinement_us;
+        return pid;
+    }
+    close_fds(fds, count);
+    if (pid == -1)
+        return send_spawn_failed(server, spawn->worker_id, server->error) == -1 ? -1 : 1;
+    if (remember_worker(server, pid) == -1 || send_spawned(server, spawn->worker_id, pid) == -1)
+        return -1;
+    return 1;
+}
+
+/* Runs every complete command in the inbox. 1 to go on; otherwise what
+   `spawn_worker` returned in a worker, or -1. */
+static int run_commands(struct server *server, const sigset_t *worker_mask, struct pyclave_spawned *spawned) {
+    struct inbox *inbox = &server->inbox;
+    size_t offset = 0;
+    int result = 1;
+    while (result == 1 && inbox->length - offset >= PYCLAVE_FRAME_HEADER_BYTES) {
+        const uint8_t *header = inbox->bytes + offset;
+        uint32_t length = (uint32_t)header[0] << 24 | (uint32_t)header[1] << 16 | (uint32_t)header[2] << 8 | header[3];
+        if (length > MAX_COMMAND_BYTES) {
+            errno = EMSGSIZE;
+            return fail_with(server, "a command from the supervisor");
+        }
+        if (inbox->length - offset < PYCLAVE_FRAME_HEADER_BYTES + length)
+            break;
+        const uint8_t *body = header + PYCLAVE_FRAME_HEADER_BYTES;
+        offset += PYCLAVE_FRAME_HEADER_BYTES + length;
+        struct spawn_request spawn;
+        switch (parse_command(body, body + length, &spawn)) {
+        case 1:
+            result = spawn_worker(server, &spawn, worker_mask, spawned);
+            break;
+        case 0: /* nothing else is served once running; its fds are not ours */
+            result = take_fds(server, NULL, server->inbox.fd_count) == -1 ? -1 : 1;
+            break;
+        default:
+            errno = EPROTO;
+            return fail_with(server, "a malformed command from the supervisor");
+        }
+    }
+    if (result == 1) {
+        inbox->length -= offset;
+        memmove(inbox->bytes, inbox->bytes + offset, inbox->length);
+    }
+    return result;
+}
+
+/* The zygote's way out of `pyclave_serve`: `result`, with its fds closed. */
+static int stop_serving(struct server *server, int result) {
+    take_fds(server, NULL, server->inbox.fd_count);
+    free(server->workers.pids);
+    return result;
+}
+
+/*
+ * Serves the supervisor on `control` until it closes the channel (returns
+ * 1) or something fails (-1, "what: reason" in `error`). Returns 0 in each
+ * new, confined worker (`spawned` says its channel and how long confinement
+ * took) and -2 in a worker that could not confine itself (`error` says why;
+ * it must report that on `spawned->channel_fd` and exit).
+ */
+int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_spawned *spawned, char *error,
+                  size_t error_size) {
+    static struct server server; /* the inbox is too big for the stack */
+    server = (struct server){.plan = plan, .control = control, .error = error, .error_size = error_size};
+    /* SIGCHLD stays blocked except inside ppoll: no exit goes unnoticed. */
+    sigset_t worker_mask, blocked, while_waiting;
+    struct sigaction action = {.sa_handler = on_sigchld};
+    sigemptyset(&action.sa_mask);
+    sigemptyset(&blocked);
+    sigaddset(&blocked, SIGCHLD);
+    if (sigprocmask(SIG_BLOCK, &blocked, &worker_mask) == -1 || sigaction(SIGCHLD, &action, NULL) == -1)
+        return fail_with(&server, "SIGCHLD");
+    while_waiting = worker_mask;
+    sigdelset(&while_waiting, SIGCHLD);
+
+    for (;;) {
+        struct pollfd control_poll = {.fd = control, .events = POLLIN};
+        if (ppoll(&control_poll, 1, NULL, &while_waiting) == -1 && errno != EINTR)
+            return stop_serving(&server, fail_with(&server, "ppoll"));
+        if (reap(&server) == -1)
+            return stop_serving(&server, -1);
+        if (!(control_poll.revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        int received = receive(&server);
+        if (received <= 0)
+            return stop_serving(&server, received == 0 ? 1 : -1);
+        int served = run_commands(&server, &worker_mask, spawned);
+        if (served == 0 || served == -2)
+            return served; /* in a worker: the zygote's bookkeeping is not its own */
+        if (served == -1)
+            return stop_serving(&server, -1);
+    }
+}
