@@ -37,6 +37,8 @@ pub enum ChannelError {
     MissingFd,
     #[error("more than {limit} file descriptors arrived without a frame claiming them")]
     TooManyFds { limit: usize },
+    #[error("{count} file descriptors arrived from a peer that may send none")]
+    FdsRefused { count: usize },
     #[error("the peer closed the connection in the middle of a frame")]
     TruncatedFrame,
 }
@@ -54,6 +56,7 @@ pub fn split(stream: UnixStream, max_frame_bytes: usize) -> (FrameReader, FrameW
         max_frame_bytes,
         buffer: BytesMut::new(),
         fds: VecDeque::new(),
+        keeps_fds: true,
         chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
     };
     (reader, FrameWriter { stream })
@@ -65,6 +68,7 @@ pub struct FrameReader {
     max_frame_bytes: usize,
     buffer: BytesMut,
     fds: VecDeque<OwnedFd>,
+    keeps_fds: bool,
     chunk: Box<[u8]>,
 }
 
@@ -79,6 +83,13 @@ impl FrameReader {
                 return if self.buffer.is_empty() { Ok(None) } else { Err(ChannelError::TruncatedFrame) };
             }
         }
+    }
+
+    /// For a peer that may send no fds (a worker): any it passes anyway
+    /// are closed on arrival (nothing of it outlives it here) and the read
+    /// fails with [`ChannelError::FdsRefused`].
+    pub fn refuse_fds(&mut self) {
+        self.keeps_fds = false;
     }
 
     /// The next fd received, in arrival order.
@@ -109,6 +120,9 @@ impl FrameReader {
                 Err(error) => return Err(error.into()),
             }
         };
+        if !self.keeps_fds && !fds.is_empty() {
+            return Err(ChannelError::FdsRefused { count: fds.len() });
+        }
         self.buffer.extend_from_slice(&self.chunk[..read]);
         self.fds.extend(fds);
         if self.fds.len() > MAX_QUEUED_FDS {
@@ -215,6 +229,19 @@ mod tests {
         let third: Request = reader.recv().await.expect("recv").expect("frame");
         assert_eq!(third, request(3, &"c".repeat(200_000)));
         assert!(matches!(reader.take_fd(), Err(ChannelError::MissingFd)));
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_refuses_fds_closes_them_on_arrival() {
+        let ((_, mut writer), (mut reader, _)) = pair(1 << 20);
+        reader.refuse_fds();
+        let (kept, passed) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        writer.send(&request(1, "a"), &[passed.as_fd()]).await.expect("send");
+        drop(passed);
+        assert!(matches!(reader.recv::<Request>().await, Err(ChannelError::FdsRefused { count: 1 })));
+        // The only other end was the one passed: it is closed.
+        let mut byte = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut &kept, &mut byte).expect("read"), 0, "EOF: the passed end is closed");
     }
 
     #[tokio::test]

@@ -163,7 +163,8 @@ impl Worker {
         let oom_kills_before = tree.as_ref().map_or(0, JobTree::oom_kills);
         attempt!(ours.set_nonblocking(true));
         let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
-        let (reader, writer) = channel::split(attempt!(UnixStream::from_std(ours)), max_frame as usize);
+        let (mut reader, writer) = channel::split(attempt!(UnixStream::from_std(ours)), max_frame as usize);
+        reader.refuse_fds();
         let cap = settings.limits.max_captured_output_bytes as usize;
         let stdout_capture = attempt!(Capture::start(stdout.read, cap));
         let stderr_capture = attempt!(Capture::start(stderr.read, cap));

@@ -15,7 +15,8 @@
  * 0. pid namespace (in the zygote)  the worker is pid 1 of its own: its processes see
  *                                 only each other and die with it
  * 1. join the job's cgroup        memory, CPU and pids limits cover everything after
- * 2. namespaces                   no view of host mounts, network, IPC, hostname, cgroups
+ * 2. namespaces                   no view of host mounts, network, IPC, hostname, cgroups;
+ *                                 the network namespace is one no other live worker has
  * 3. minimal read-only root       no host files beyond Python and its libraries;
  *                                 private capped tmpfs for /tmp and /dev/shm
  * 4. rlimits                      core dumps, huge files, fd and process floods
@@ -48,7 +49,7 @@
 
 #include "native.h"
 
-#define NAMESPACES (CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP)
+#define NAMESPACES (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP)
 #define HOSTNAME "pyclave"
 /* NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE, each with its lock, and
    KEEP_CAPS locked off. */
@@ -235,7 +236,13 @@ static int confine(const struct pyclave_plan *plan, const struct pyclave_worker 
         close(worker->cgroup_fds[i]);
     }
     if (plan->namespaces) {
-        CHECK(unshare(NAMESPACES), "unshare(mount, net, ipc, uts, cgroup)");
+        if (worker->network_namespace >= 0) {
+            CHECK(setns(worker->network_namespace, CLONE_NEWNET), "setns(net)");
+            close(worker->network_namespace);
+        } else {
+            CHECK(unshare(CLONE_NEWNET), "unshare(net)");
+        }
+        CHECK(unshare(NAMESPACES), "unshare(mount, ipc, uts, cgroup)");
         CHECK(sethostname(HOSTNAME, strlen(HOSTNAME)), "sethostname");
     }
     if (plan->minimal_root && enter_root(plan, failure) == -1)

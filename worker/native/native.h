@@ -67,6 +67,9 @@ struct pyclave_worker {
     int32_t stderr_fd;
     const int32_t *cgroup_fds;
     uint64_t cgroup_fd_count;
+    /* A network namespace to enter (no other live worker's), or -1 for a
+       new one. */
+    int32_t network_namespace;
     uint64_t confinement_us; /* set in the worker: how long its confinement took */
 };
 

@@ -6,6 +6,16 @@
  * zygote shares with its live workers and copy them (~200 per spawn, about
  * as much CPU as the fork itself).
  *
+ * Each worker enters a network namespace no other live worker has. Those
+ * namespaces are reused: when the zygote reaps a worker (pid 1 of its pid
+ * namespace, reaped only after the kernel has killed and reaped every other
+ * process in it), nothing of that job can run in its network namespace any
+ * more, and the next worker enters it. Creating and tearing down a network
+ * namespace for every worker costs more CPU than anything else in its
+ * confinement; a reused one holds nothing a job could configure (`lo` stays
+ * down: the namespace belongs to the zygote's user namespace, and the jobs
+ * have no capabilities there), only its counters (/proc/net).
+ *
  * The protocol is pyclave.worker.v1 (proto/pyclave/v1/worker.proto):
  * `ZygoteCommand` frames in, `ZygoteEvent` frames out. A Spawn's fds (the
  * worker's channel, stdout, stderr, then `cgroup_fds` cgroup.procs files)
@@ -13,7 +23,9 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,9 +78,21 @@ struct inbox {
     size_t fd_count;
 };
 
-/* The pids of live workers (orphans reaped as subreaper are not reported). */
+struct live_worker {
+    pid_t pid;
+    int network_namespace; /* -1 without the namespaces layer */
+};
+
+/* The live workers (orphans reaped as subreaper are not reported). */
 struct worker_set {
-    pid_t *pids;
+    struct live_worker *workers;
+    size_t count;
+    size_t capacity;
+};
+
+/* Network namespaces no live worker is in. */
+struct namespace_pool {
+    int *fds;
     size_t count;
     size_t capacity;
 };
@@ -78,6 +102,8 @@ struct server {
     int control;
     struct inbox inbox;
     struct worker_set workers;
+    struct namespace_pool network_namespaces;
+    int home_network_namespace; /* the zygote's own */
     char *error;
     size_t error_size;
 };
@@ -150,30 +176,69 @@ static int send_exited(struct server *server, pid_t pid, int wait_status) {
     return send_event(server, EVENT_EXITED, body, length);
 }
 
-static int remember_worker(struct server *server, pid_t pid) {
-    struct worker_set *set = &server->workers;
-    if (set->count == set->capacity) {
-        size_t capacity = set->capacity == 0 ? 16 : 2 * set->capacity;
-        pid_t *pids = realloc(set->pids, capacity * sizeof *pids);
-        if (pids == NULL)
-            return fail_with(server, "remember a worker");
-        set->pids = pids;
-        set->capacity = capacity;
-    }
-    set->pids[set->count++] = pid;
+/* Grows `*items` (of `size` bytes each) to hold one more. */
+static int make_room(void **items, size_t size, size_t count, size_t *capacity) {
+    if (count < *capacity)
+        return 0;
+    size_t grown = *capacity == 0 ? 16 : 2 * *capacity;
+    void *moved = realloc(*items, grown * size);
+    if (moved == NULL)
+        return -1;
+    *items = moved;
+    *capacity = grown;
     return 0;
 }
 
-/* Forgets `pid`; returns whether it was a worker. */
-static int forget_worker(struct server *server, pid_t pid) {
+static int remember_worker(struct server *server, struct live_worker worker) {
+    struct worker_set *set = &server->workers;
+    if (make_room((void **)&set->workers, sizeof *set->workers, set->count, &set->capacity) == -1)
+        return fail_with(server, "remember a worker");
+    set->workers[set->count++] = worker;
+    return 0;
+}
+
+/* Forgets `pid` into `*worker`; returns whether it was a worker. */
+static int forget_worker(struct server *server, pid_t pid, struct live_worker *worker) {
     struct worker_set *set = &server->workers;
     for (size_t i = 0; i < set->count; i++) {
-        if (set->pids[i] == pid) {
-            set->pids[i] = set->pids[--set->count];
+        if (set->workers[i].pid == pid) {
+            *worker = set->workers[i];
+            set->workers[i] = set->workers[--set->count];
             return 1;
         }
     }
     return 0;
+}
+
+/* Keeps `fd` for the next worker (closes it if it cannot). */
+static void return_network_namespace(struct server *server, int fd) {
+    struct namespace_pool *pool = &server->network_namespaces;
+    if (fd < 0)
+        return;
+    if (make_room((void **)&pool->fds, sizeof *pool->fds, pool->count, &pool->capacity) == -1) {
+        close(fd);
+        return;
+    }
+    pool->fds[pool->count++] = fd;
+}
+
+/* A network namespace for a new worker: a free one, or a new one (the
+   zygote enters it, keeps an fd, and goes back). -1 when none can be had
+   (the spawn fails), -2 when the zygote could not go back to its own. */
+static int take_network_namespace(struct server *server) {
+    struct namespace_pool *pool = &server->network_namespaces;
+    if (pool->count > 0)
+        return pool->fds[--pool->count];
+    if (unshare(CLONE_NEWNET) == -1)
+        return fail_with(server, "unshare(net)");
+    int fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    int saved = errno;
+    if (setns(server->home_network_namespace, CLONE_NEWNET) == -1) {
+        fail_with(server, "setns back to the zygote's network namespace");
+        return -2;
+    }
+    errno = saved;
+    return fd == -1 ? fail_with(server, "open a new network namespace") : fd;
 }
 
 /* Reaps every exited child, reporting the workers'. */
@@ -185,7 +250,12 @@ static int reap(struct server *server) {
             return 0;
         if (pid == -1)
             return fail_with(server, "waitpid");
-        if (forget_worker(server, pid) && send_exited(server, pid, status) == -1)
+        struct live_worker worker;
+        if (!forget_worker(server, pid, &worker))
+            continue;
+        /* Every process of the job is gone (see the top of this file). */
+        return_network_namespace(server, worker.network_namespace);
+        if (send_exited(server, pid, status) == -1)
             return -1;
     }
 }
@@ -320,6 +390,13 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
     }
     if (take_fds(server, fds, count) == -1)
         return -1;
+    int network_namespace = server->plan->namespaces ? take_network_namespace(server) : -1;
+    if (network_namespace == -2)
+        return -1;
+    if (network_namespace == -1 && server->plan->namespaces) {
+        close_fds(fds, count);
+        return send_spawn_failed(server, spawn->worker_id, server->error) == -1 ? -1 : 1;
+    }
     struct pyclave_worker worker = {
         .uid = spawn->uid,
         .gid = spawn->gid,
@@ -328,6 +405,7 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         .stderr_fd = fds[2],
         .cgroup_fds = fds + 3,
         .cgroup_fd_count = spawn->cgroup_fds,
+        .network_namespace = network_namespace,
     };
     pid_t pid = pyclave_fork_worker(server->plan, &worker, server->error, server->error_size);
     if (pid == 0 || pid == -2) {
@@ -339,9 +417,12 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         return pid;
     }
     close_fds(fds, count);
-    if (pid == -1)
+    if (pid == -1) {
+        return_network_namespace(server, network_namespace);
         return send_spawn_failed(server, spawn->worker_id, server->error) == -1 ? -1 : 1;
-    if (remember_worker(server, pid) == -1 || send_spawned(server, spawn->worker_id, pid) == -1)
+    }
+    struct live_worker live = {.pid = pid, .network_namespace = network_namespace};
+    if (remember_worker(server, live) == -1 || send_spawned(server, spawn->worker_id, pid) == -1)
         return -1;
     return 1;
 }
@@ -386,7 +467,11 @@ static int run_commands(struct server *server, const sigset_t *worker_mask, stru
 /* The zygote's way out of `pyclave_serve`: `result`, with its fds closed. */
 static int stop_serving(struct server *server, int result) {
     take_fds(server, NULL, server->inbox.fd_count);
-    free(server->workers.pids);
+    close_fds(server->network_namespaces.fds, server->network_namespaces.count);
+    if (server->home_network_namespace >= 0)
+        close(server->home_network_namespace);
+    free(server->network_namespaces.fds);
+    free(server->workers.workers);
     return result;
 }
 
@@ -400,7 +485,18 @@ static int stop_serving(struct server *server, int result) {
 int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_spawned *spawned, char *error,
                   size_t error_size) {
     static struct server server; /* the inbox is too big for the stack */
-    server = (struct server){.plan = plan, .control = control, .error = error, .error_size = error_size};
+    server = (struct server){
+        .plan = plan, .control = control, .home_network_namespace = -1, .error = error, .error_size = error_size};
+    if (plan->namespaces) {
+        /* A network namespace of the zygote's own, first: it needs none of
+           the host's, and it can come back to one its user namespace owns
+           (rootless, it could not to the host's) after making a new one. */
+        if (unshare(CLONE_NEWNET) == -1)
+            return fail_with(&server, "unshare(net) for the zygote");
+        server.home_network_namespace = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (server.home_network_namespace == -1)
+            return fail_with(&server, "open the zygote's network namespace");
+    }
     /* SIGCHLD stays blocked except inside ppoll: no exit goes unnoticed. */
     sigset_t worker_mask, blocked, while_waiting;
     struct sigaction action = {.sa_handler = on_sigchld};

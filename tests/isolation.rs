@@ -1,0 +1,93 @@
+//! Network namespaces are reused from one job to a later one (the zygote
+//! keeps them): nothing a job leaves there may reach the next job, and jobs
+//! running at once never share one.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use pyclave::proto::api::outcome::Kind;
+
+/// Refuses to run unless the job is confined (it binds sockets).
+const GUARD: &str = r#"
+import os
+if os.getpid() != 1 or os.getuid() < 1000 or "Seccomp:\t2" not in open("/proc/self/status").read():
+    raise SystemExit("NOT CONFINED")
+"#;
+
+/// Looks for a listener an earlier job left, then leaves one behind itself
+/// and reports its network namespace.
+const PROBE_AND_LEAVE: &str = r#"
+import os, socket
+def main():
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect("\0pyclave-leftover")
+        found = "connected"
+    except OSError as error:
+        found = type(error).__name__
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0pyclave-leftover")
+    listener.listen()
+    return [os.stat("/proc/self/ns/net").st_ino, found]
+"#;
+
+/// Tries to make its listener outlive it: passes it to the supervisor with
+/// the result (the only way out of a job). Prints its namespace first.
+const PASS_A_LISTENER_OUT: &str = r#"
+import os, socket, sys
+def main():
+    print(os.stat("/proc/self/ns/net").st_ino, flush=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0pyclave-leftover")
+    listener.listen()
+    wire = sys.modules["pyclave_worker.wire"]
+    send = wire.send_frame
+    wire.send_frame = lambda sock, payload, fds=(): send(sock, payload, [listener.fileno()])
+    return "passed"
+"#;
+
+fn namespace_and_probe(reply: &pyclave::client::Reply) -> (u64, String) {
+    serde_json::from_str(&ok_json(reply)).expect("[inode, probe]")
+}
+
+#[tokio::test]
+async fn a_reused_network_namespace_holds_nothing_of_the_previous_job() {
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 1\n");
+    let mut client = supervisor.client().await;
+    let (probe, pass_out) = (format!("{GUARD}{PROBE_AND_LEAVE}"), format!("{GUARD}{PASS_A_LISTENER_OUT}"));
+    let mut used = HashSet::new();
+    let mut reused = false;
+    for _ in 0..8 {
+        let passed = client.run(exec(&pass_out), None).await.expect("run");
+        assert!(
+            matches!(kind(&passed), Kind::OutputRejected(r) if r.reason.contains("file descriptors arrived from a peer that may send none")),
+            "{:?}",
+            passed.outcome
+        );
+        used.insert(stdout(&passed).trim().parse::<u64>().expect("the job printed its namespace"));
+        let reply = client.run(exec(&probe), None).await.expect("run");
+        let (namespace, found) = namespace_and_probe(&reply);
+        assert_eq!(found, "ConnectionRefusedError", "a job reached a listener an earlier job left");
+        reused |= !used.insert(namespace);
+    }
+    assert!(reused, "no network namespace was reused: the test proved nothing ({used:?})");
+    supervisor.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn jobs_running_at_once_have_their_own_network_namespaces() {
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 3\n");
+    let code = format!(
+        "{GUARD}import os, time\ndef main():\n    time.sleep(0.5)\n    return [os.stat('/proc/self/ns/net').st_ino, '']\n"
+    );
+    let (mut a, mut b, mut c) = (supervisor.client().await, supervisor.client().await, supervisor.client().await);
+    let replies = tokio::join!(a.run(exec(&code), None), b.run(exec(&code), None), c.run(exec(&code), None));
+    let namespaces: HashSet<u64> = [replies.0, replies.1, replies.2]
+        .iter()
+        .map(|reply| namespace_and_probe(reply.as_ref().expect("run")).0)
+        .collect();
+    assert_eq!(namespaces.len(), 3, "jobs running at once shared a network namespace");
+    supervisor.assert_healthy().await;
+}
