@@ -208,7 +208,7 @@ impl Plan {
             namespaces: on(Layer::Namespaces),
             minimal_root: on(Layer::MinimalRoot),
             drop_privileges: on(Layer::UnprivilegedUser),
-            seccomp_filters: seccomp.as_ref().map(|programs| programs.worker.clone()).unwrap_or_default(),
+            seccomp_filters: seccomp.as_ref().map(|programs| vec![programs.worker.clone()]).unwrap_or_default(),
             zygote_seccomp_filter: seccomp.map(|programs| programs.zygote).unwrap_or_default(),
             read_only_paths,
             root_mount_point: runtime.root_mount_point().display().to_string(),
@@ -256,7 +256,7 @@ mod tests {
         assert!(plan.disabled.is_empty());
         let zygote = &plan.zygote_plan;
         assert!(zygote.namespaces && zygote.minimal_root && zygote.drop_privileges);
-        assert_eq!(zygote.seccomp_filters.len(), 4);
+        assert_eq!(zygote.seccomp_filters.len(), 1);
         assert!(!zygote.zygote_seccomp_filter.is_empty());
         assert_eq!(zygote.rlimits.len(), 5);
         assert_eq!(zygote.environment.get("HOME").map(String::as_str), Some("/tmp"));

@@ -60,13 +60,17 @@ def _reseed(numpy_reseeded: bool) -> None:
 
 
 def _rehearse() -> None:
-    """Runs a trivial job's path once, off the job's clock: the pages a job
-    touches first (interpreter state, the compiler, protobuf, json) are
-    copied from the zygote now rather than while the caller waits."""
-    request = worker_pb2.WorkerJob.FromString(_REHEARSAL)
-    worker_pb2.WorkerEvent(started=worker_pb2.JobStarted()).SerializeToString()
-    result = job.execute(request, None, None)
-    worker_pb2.WorkerEvent(result=result).SerializeToString()
+    """Runs a trivial job's path once, off the job's clock, through a
+    socket pair of its own: the pages a job touches first (interpreter
+    state, the frame reader, protobuf, the compiler, json) are copied from
+    the zygote now rather than while the caller waits."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        wire.send_frame(theirs, _REHEARSAL)
+        request = worker_pb2.WorkerJob.FromString(wire.FrameReader(ours, _MAX_JOB_FRAME_BYTES).read_frame())
+        _send(theirs, worker_pb2.WorkerEvent(started=worker_pb2.JobStarted()))
+        result = job.execute(request, None, None)
+        _send(theirs, worker_pb2.WorkerEvent(result=result))
 
 
 def _send(channel: socket.socket, event: worker_pb2.WorkerEvent) -> None:
