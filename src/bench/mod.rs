@@ -21,6 +21,8 @@ use measure::Latencies;
 use workloads::{TableSize, Workload};
 
 const BASELINES_PY: &str = include_str!("baselines.py");
+/// How long the pool is left alone before its idle workers are measured.
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
 /// Pause between jobs of the warm-pool latency run: longer than a worker
 /// takes to be forked and confined.
 const WARM_PACE: Duration = Duration::from_millis(40);
@@ -88,6 +90,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     progress("warming up");
     run_level(&socket, &workloads::TRIVIAL, None, 2, 40, None).await?;
+    // Replacements fork and confine within milliseconds of the last answer:
+    // measured at once, the pool would be caught half refilled.
+    tokio::time::sleep(IDLE_SETTLE).await;
     let idle_memory = idle_memory(supervisor.pid());
     // Latency with a warm pool: one job at a time, paced so the pool refills.
     let cpu_before = measure::process_cpu(supervisor.pid());
