@@ -21,9 +21,12 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 /// A pipe whose write end goes to a worker and whose read end is captured.
 pub struct CapturePipe {
-    pub read: OwnedFd,
+    pub read: ReadEnd,
     pub write: OwnedFd,
 }
+
+/// The read end of a [`CapturePipe`]: a pipe's, and non-blocking.
+pub struct ReadEnd(OwnedFd);
 
 impl CapturePipe {
     pub fn new() -> io::Result<Self> {
@@ -31,15 +34,21 @@ impl CapturePipe {
         // Only our end is non-blocking: pipe2 gives each end its own open
         // file description, and the worker's writes must block.
         fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-        Ok(Self { read, write })
+        Ok(Self { read: ReadEnd(read), write })
     }
 }
 
 struct Shared {
     receiver: pipe::Receiver,
     /// Held while reading *and* appending, so bytes keep their order.
-    output: Mutex<CapturedOutput>,
+    state: Mutex<State>,
     cap_bytes: usize,
+}
+
+struct State {
+    output: CapturedOutput,
+    /// Zeroed once per capture, not on every read.
+    chunk: Box<[u8]>,
 }
 
 /// How a read reaches the pipe.
@@ -56,12 +65,12 @@ enum Via {
 impl Shared {
     /// Reads what the pipe holds now; `Ok(true)` at the end of the stream.
     fn read_available(&self, via: Via) -> io::Result<bool> {
-        let mut output = self.output.lock().expect("capture lock");
-        let mut chunk = [0u8; CHUNK_BYTES];
+        let mut state = self.state.lock().expect("capture lock");
+        let State { output, chunk } = &mut *state;
         loop {
             let read = match via {
-                Via::Reactor => self.receiver.try_read(&mut chunk),
-                Via::Kernel => nix::unistd::read(&self.receiver, &mut chunk).map_err(io::Error::from),
+                Via::Reactor => self.receiver.try_read(chunk),
+                Via::Kernel => nix::unistd::read(&self.receiver, chunk).map_err(io::Error::from),
             };
             match read {
                 Ok(0) => return Ok(true),
@@ -86,10 +95,15 @@ pub struct Capture {
 
 impl Capture {
     /// Starts capturing `read`, keeping the first `cap_bytes`.
-    pub fn start(read: OwnedFd, cap_bytes: usize) -> io::Result<Self> {
+    pub fn start(read: ReadEnd, cap_bytes: usize) -> io::Result<Self> {
         let shared = Arc::new(Shared {
-            receiver: pipe::Receiver::from_owned_fd(read)?,
-            output: Mutex::new(CapturedOutput::default()),
+            // Unchecked: `ReadEnd` is a pipe's non-blocking read end already,
+            // and tokio's checks would cost three syscalls per pipe per worker.
+            receiver: pipe::Receiver::from_owned_fd_unchecked(read.0)?,
+            state: Mutex::new(State {
+                output: CapturedOutput::default(),
+                chunk: vec![0; CHUNK_BYTES].into_boxed_slice(),
+            }),
             cap_bytes,
         });
         let reader = Arc::clone(&shared);
@@ -110,7 +124,7 @@ impl Capture {
     /// What was written so far, including bytes still in the pipe.
     pub fn snapshot(&self) -> CapturedOutput {
         let _ = self.shared.read_available(Via::Kernel);
-        self.shared.output.lock().expect("capture lock").clone()
+        self.shared.state.lock().expect("capture lock").output.clone()
     }
 
     /// Everything, once every write end is closed (or `timeout` passed).

@@ -28,9 +28,9 @@ pub enum JobTree {
 
 impl JobTree {
     /// The files a worker writes to join the job's cgroup (none without one).
-    pub fn open_procs_files(&self) -> Result<Vec<std::fs::File>, CgroupError> {
+    pub fn procs_files(&self) -> Result<Vec<Arc<std::fs::File>>, CgroupError> {
         match self {
-            Self::Cgroup { cgroup, .. } => cgroup.open_procs_files(),
+            Self::Cgroup { cgroup, .. } => cgroup.procs_files(),
             Self::Worker(_) => Ok(Vec::new()),
         }
     }

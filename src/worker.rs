@@ -157,7 +157,7 @@ impl Worker {
         // The worker joins its cgroup first thing, before it confines itself
         // and long before any job reaches it.
         let cgroup_procs = match &tree {
-            Some(tree) => attempt!(tree.open_procs_files()),
+            Some(tree) => attempt!(tree.procs_files()),
             None => Vec::new(),
         };
         let oom_kills_before = tree.as_ref().map_or(0, JobTree::oom_kills);

@@ -61,7 +61,7 @@ pub struct WorkerFds {
     pub control: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
-    pub cgroup_procs: Vec<std::fs::File>,
+    pub cgroup_procs: Vec<std::sync::Arc<std::fs::File>>,
 }
 
 /// A freshly forked worker.

@@ -12,6 +12,7 @@ mod v2;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -165,16 +166,14 @@ pub enum JobCgroup {
 }
 
 impl JobCgroup {
-    /// The `cgroup.procs` files, opened write-only: a process that writes
-    /// "0" to each joins this cgroup (the worker does, first thing).
-    pub fn open_procs_files(&self) -> Result<Vec<std::fs::File>, CgroupError> {
-        self.dirs()
-            .into_iter()
-            .map(|dir| {
-                let path = dir.join("cgroup.procs");
-                std::fs::OpenOptions::new().write(true).open(&path).map_err(|source| CgroupError::File { path, source })
-            })
-            .collect()
+    /// The `cgroup.procs` files, write-only: a process that writes "0" to
+    /// each joins this cgroup (the worker does, first thing). Kept open
+    /// with a v1 cgroup, which is reused; opened afresh for a v2 one.
+    pub fn procs_files(&self) -> Result<Vec<Arc<std::fs::File>>, CgroupError> {
+        match self {
+            Self::V1(job) => Ok(job.procs_files()),
+            Self::V2(job) => Ok(vec![Arc::new(open_procs_for_writing(job.dir())?)]),
+        }
     }
 
     /// Sets the memory limit, with swap off.
@@ -444,6 +443,12 @@ impl KeptFile {
             .map(drop)
             .map_err(|source| CgroupError::File { path: self.path.clone(), source })
     }
+}
+
+/// `dir`'s `cgroup.procs`, opened write-only.
+fn open_procs_for_writing(dir: &Path) -> Result<std::fs::File, CgroupError> {
+    let path = dir.join("cgroup.procs");
+    std::fs::OpenOptions::new().write(true).open(&path).map_err(|source| CgroupError::File { path, source })
 }
 
 fn read(path: &Path) -> Result<String, CgroupError> {

@@ -1,13 +1,15 @@
 //! cgroup v1: the `memory` hierarchy for the limit and OOM counter, `cpuacct`
 //! for CPU time, `pids` (when mounted) for the process limit.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{
-    CgroupError, KeptFile, Memberships, Mounts, create_dir, instance_name, join_cgroup_path, remove_stale_instances,
-    remove_tree, write,
+    CgroupError, KeptFile, Memberships, Mounts, create_dir, instance_name, join_cgroup_path, open_procs_for_writing,
+    remove_stale_instances, remove_tree, write,
 };
 
 #[derive(Debug)]
@@ -78,10 +80,12 @@ pub struct Job {
     memory_limit_bytes: AtomicU64,
 }
 
-/// The files read or written on every job, kept open. (Not `cgroup.procs`:
-/// v1 caches its pid list per open file for a second.)
+/// The files read or written on every job, kept open. (`cgroup.procs` only
+/// for writing: v1 caches its pid list per open file for a second.)
 #[derive(Debug)]
 struct JobFiles {
+    /// Write-only, one per controller: a worker joins by writing "0" to each.
+    procs: Vec<Arc<File>>,
     cpu_usage: KeptFile,
     peak: KeptFile,
     usage: KeptFile,
@@ -94,7 +98,13 @@ struct JobFiles {
 impl Job {
     fn new(memory: PathBuf, cpuacct: PathBuf, pids: Option<PathBuf>) -> Result<Self, CgroupError> {
         let memsw = memory.join("memory.memsw.limit_in_bytes");
+        let procs = [Some(&memory), Some(&cpuacct), pids.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|dir| open_procs_for_writing(dir).map(Arc::new))
+            .collect::<Result<_, _>>()?;
         let files = Box::new(JobFiles {
+            procs,
             cpu_usage: KeptFile::open(cpuacct.join("cpuacct.usage"), false)?,
             peak: KeptFile::open(memory.join("memory.max_usage_in_bytes"), true)?,
             usage: KeptFile::open(memory.join("memory.usage_in_bytes"), false)?,
@@ -103,6 +113,10 @@ impl Job {
             memsw_limit: if memsw.exists() { Some(KeptFile::open(memsw, true)?) } else { None },
         });
         Ok(Self { memory, cpuacct, pids, files, memory_limit_bytes: AtomicU64::new(0) })
+    }
+
+    pub(super) fn procs_files(&self) -> Vec<Arc<File>> {
+        self.files.procs.clone()
     }
 
     pub(super) fn set_memory_limit(&self, bytes: u64) -> Result<(), CgroupError> {
