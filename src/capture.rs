@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 
 use crate::proto::api::CapturedOutput;
 
-const CHUNK_BYTES: usize = 64 * 1024;
+/// Per read; a job's output is mostly small, and the buffer is zeroed per
+/// worker.
+const CHUNK_BYTES: usize = 16 * 1024;
 
 /// A pipe whose write end goes to a worker and whose read end is captured.
 pub struct CapturePipe {
