@@ -313,7 +313,8 @@ fn zygote_command(python: &Path, python_dir: &Path, nice: u8, control: RawFd) ->
         .stdout(std::io::stderr())
         .stderr(Stdio::inherit());
     // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed: dup2, fcntl and setpriority are.
+    // async-signal-safe calls are allowed: dup2 and fcntl are, and
+    // setpriority is a plain syscall wrapper (no locks, no allocation).
     // `control` is open in the parent for the whole spawn (the caller's
     // contract), so the child's copy is valid.
     unsafe {

@@ -1,8 +1,8 @@
 //! The seccomp policy: reviewed data (`seccomp.json`, one rule per syscall
 //! with the reason it is there), compiled with seccompiler into BPF.
 //!
-//! The policy is a stack of filters; the kernel runs them all and the most
-//! severe answer wins (trap > errno > allow):
+//! The policy is a set of filters (trap > errno > allow, as the kernel
+//! ranks answers):
 //!
 //! - `allowlist`: every syscall a job may make; anything else traps (SIGSYS,
 //!   reported with the syscall's name, then the worker dies). Foreign ABIs
@@ -142,6 +142,26 @@ mod tests {
         let programs = compile().expect("compiles");
         assert!([&programs.worker, &programs.zygote].iter().all(|p| !p.is_empty() && p.len() % 8 == 0));
         assert!(programs.zygote.len() > 4 * programs.worker.len(), "the long allowlist is the zygote's, once");
+    }
+
+    #[test]
+    fn chained_worker_filters_answer_as_a_stack_would() {
+        // The chain answers with the first filter that matches; a stack of
+        // filters, with the most severe answer. They agree because the
+        // trap comes first and no syscall is in two worker filters.
+        let policy: serde_json::Value = serde_json::from_str(POLICY_JSON).expect("valid JSON");
+        let mut owner = HashMap::new();
+        for name in WORKER_FILTERS {
+            for rule in policy[name]["filter"].as_array().expect("filter array") {
+                let syscall = rule["syscall"].as_str().expect("name");
+                let first = *owner.entry(syscall).or_insert(name);
+                assert_eq!(first, name, "{syscall} is in both `{first}` and `{name}`");
+            }
+        }
+        assert_eq!(policy[WORKER_FILTERS[0]]["match_action"], "trap", "the trap is chained first");
+        for name in &WORKER_FILTERS[1..] {
+            assert!(policy[name]["match_action"]["errno"].is_u64(), "`{name}` answers with an errno");
+        }
     }
 
     #[test]

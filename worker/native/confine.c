@@ -236,12 +236,8 @@ static int confine(const struct pyclave_plan *plan, const struct pyclave_worker 
         close(worker->cgroup_fds[i]);
     }
     if (plan->namespaces) {
-        if (worker->network_namespace >= 0) {
-            CHECK(setns(worker->network_namespace, CLONE_NEWNET), "setns(net)");
-            close(worker->network_namespace);
-        } else {
-            CHECK(unshare(CLONE_NEWNET), "unshare(net)");
-        }
+        CHECK(setns(worker->network_namespace, CLONE_NEWNET), "setns(net)");
+        close(worker->network_namespace);
         CHECK(unshare(NAMESPACES), "unshare(mount, ipc, uts, cgroup)");
         CHECK(sethostname(HOSTNAME, strlen(HOSTNAME)), "sethostname");
     }
@@ -280,7 +276,7 @@ static int reseed_mt19937(struct mt19937_state *state) {
     return 0;
 }
 
-static uint64_t monotonic_us(void) {
+uint64_t pyclave_monotonic_us(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
@@ -307,13 +303,13 @@ pid_t pyclave_fork_worker(const struct pyclave_plan *plan, struct pyclave_worker
         return fail(failure, "fork");
     if (pid > 0)
         return pid;
-    uint64_t started = monotonic_us();
+    uint64_t started = pyclave_monotonic_us();
     if (confine(plan, worker, failure) == -1)
         return -2;
     if (plan->numpy_random_state != NULL && reseed_mt19937(plan->numpy_random_state) == -1) {
         fail(failure, "reseed numpy's random generator");
         return -2;
     }
-    worker->confinement_us = monotonic_us() - started;
+    worker->confinement_us = pyclave_monotonic_us() - started;
     return 0;
 }

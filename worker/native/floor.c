@@ -6,22 +6,15 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "native.h"
-
-static uint64_t now_us(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
 
 /* `count` rounds of fork, _exit(0) and waitpid; each round's microseconds
    go to `latencies_us`. Returns 0, or -1 (errno). */
 int pyclave_fork_exit_wait(uint64_t count, uint64_t *latencies_us) {
     for (uint64_t i = 0; i < count; i++) {
-        uint64_t started = now_us();
+        uint64_t started = pyclave_monotonic_us();
         pid_t pid = fork();
         if (pid == -1)
             return -1;
@@ -32,7 +25,7 @@ int pyclave_fork_exit_wait(uint64_t count, uint64_t *latencies_us) {
             if (errno != EINTR)
                 return -1;
         }
-        latencies_us[i] = now_us() - started;
+        latencies_us[i] = pyclave_monotonic_us() - started;
     }
     return 0;
 }

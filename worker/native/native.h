@@ -1,8 +1,8 @@
 /*
  * The worker runtime's native part, shared between its files:
- * confine.c (fork and confinement), zygote.c (the zygote's serving loop),
- * sigsys.c (the SIGSYS reporter) and protobuf.c (the little of the wire
- * format they write and read by hand).
+ * zygote.c (the zygote's serving loop), confine.c (fork and confinement),
+ * sigsys.c (the SIGSYS reporter), protobuf.c (the little of the wire format
+ * they write and read by hand) and floor.c (the benchmark's fork floor).
  */
 #ifndef PYCLAVE_NATIVE_H
 #define PYCLAVE_NATIVE_H
@@ -67,8 +67,7 @@ struct pyclave_worker {
     int32_t stderr_fd;
     const int32_t *cgroup_fds;
     uint64_t cgroup_fd_count;
-    /* A network namespace to enter (no other live worker's), or -1 for a
-       new one. */
+    /* The network namespace to enter: no other live worker's. */
     int32_t network_namespace;
     uint64_t confinement_us; /* set in the worker: how long its confinement took */
 };
@@ -78,10 +77,30 @@ struct pyclave_worker {
    with the reason in `error`. */
 pid_t pyclave_fork_worker(const struct pyclave_plan *plan, struct pyclave_worker *worker, char *error,
                           size_t error_size);
+/* confine.c: CLOCK_MONOTONIC in microseconds. */
+uint64_t pyclave_monotonic_us(void);
+
+/* zygote.c: what a new worker needs to go on in Python. */
+struct pyclave_spawned {
+    int32_t channel_fd;
+    uint64_t confinement_us;
+};
+int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_spawned *spawned, char *error,
+                  size_t error_size);
+
+/* floor.c */
+int pyclave_fork_exit_wait(uint64_t count, uint64_t *latencies_us);
 
 /* protobuf.c: a frame is a 4-byte big-endian length, then one message. */
 #define PYCLAVE_FRAME_HEADER_BYTES 4
 #define PYCLAVE_VARINT_MAX_BYTES 10
+
+enum pyclave_wire_type {
+    PYCLAVE_WIRE_VARINT = 0,
+    PYCLAVE_WIRE_FIXED64 = 1,
+    PYCLAVE_WIRE_LENGTH_DELIMITED = 2,
+    PYCLAVE_WIRE_FIXED32 = 5,
+};
 
 /* Writes `value` as a varint at `out`; returns the bytes written. */
 size_t pyclave_put_varint(uint8_t *out, uint64_t value);

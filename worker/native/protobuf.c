@@ -5,8 +5,6 @@
  */
 #include "native.h"
 
-enum wire_type { WIRE_VARINT = 0, WIRE_FIXED64 = 1, WIRE_LENGTH_DELIMITED = 2, WIRE_FIXED32 = 5 };
-
 size_t pyclave_put_varint(uint8_t *out, uint64_t value) {
     size_t n = 0;
     while (value >= 0x80) {
@@ -33,16 +31,16 @@ int pyclave_read_varint(const uint8_t **at, const uint8_t *end, uint64_t *value)
 int pyclave_skip_field(const uint8_t **at, const uint8_t *end, uint32_t wire_type) {
     uint64_t length;
     switch (wire_type) {
-    case WIRE_VARINT:
+    case PYCLAVE_WIRE_VARINT:
         return pyclave_read_varint(at, end, &length);
-    case WIRE_FIXED64:
+    case PYCLAVE_WIRE_FIXED64:
         length = 8;
         break;
-    case WIRE_LENGTH_DELIMITED:
+    case PYCLAVE_WIRE_LENGTH_DELIMITED:
         if (pyclave_read_varint(at, end, &length) == -1)
             return -1;
         break;
-    case WIRE_FIXED32:
+    case PYCLAVE_WIRE_FIXED32:
         length = 4;
         break;
     default:

@@ -9,12 +9,17 @@
  * Each worker enters a network namespace no other live worker has. Those
  * namespaces are reused: when the zygote reaps a worker (pid 1 of its pid
  * namespace, reaped only after the kernel has killed and reaped every other
- * process in it), nothing of that job can run in its network namespace any
- * more, and the next worker enters it. Creating and tearing down a network
- * namespace for every worker costs more CPU than anything else in its
- * confinement; a reused one holds nothing a job could configure (`lo` stays
- * down: the namespace belongs to the zygote's user namespace, and the jobs
- * have no capabilities there), only its counters (/proc/net).
+ * process in it), no process of that job is left in its network namespace,
+ * and the namespace goes to the next worker if it is also empty: no socket
+ * left in it (sockets can outlive their processes: passed to the supervisor
+ * in a frame it never reads, or in flight in a cycle the kernel has not
+ * collected yet). The zygote checks /proc/net/unix of the namespace, through
+ * a file it opened inside it (jobs may create no other kind of socket); a
+ * namespace with anything listed is closed, never reused. Creating and
+ * tearing down a network namespace for every worker costs more CPU than
+ * anything else in its confinement; an empty one holds nothing a job could
+ * configure (`lo` stays down: the namespace belongs to the zygote's user
+ * namespace, and jobs have no capabilities there).
  *
  * The protocol is pyclave.worker.v1 (proto/pyclave/v1/worker.proto):
  * `ZygoteCommand` frames in, `ZygoteEvent` frames out. A Spawn's fds (the
@@ -53,14 +58,12 @@ enum {
     EVENT_SPAWNED = 2,
     EVENT_EXITED = 3,
     EVENT_SPAWN_FAILED = 4,
-};
-#define WIRE_VARINT 0
-#define WIRE_LENGTH_DELIMITED 2
-
-/* What a new worker needs to go on in Python. */
-struct pyclave_spawned {
-    int32_t channel_fd;
-    uint64_t confinement_us;
+    SPAWNED_WORKER_ID = 1,
+    SPAWNED_PID = 2,
+    SPAWN_FAILED_WORKER_ID = 1,
+    SPAWN_FAILED_ERROR = 2,
+    EXITED_PID = 1,
+    EXITED_WAIT_STATUS = 2,
 };
 
 struct spawn_request {
@@ -78,9 +81,19 @@ struct inbox {
     size_t fd_count;
 };
 
+/* A network namespace the zygote holds: the namespace, and its
+   /proc/net/unix (opened inside it: it lists that namespace's sockets). */
+struct network_namespace {
+    int fd;
+    int unix_sockets;
+};
+
+/* Without the namespaces layer. */
+static const struct network_namespace NO_NETWORK_NAMESPACE = {-1, -1};
+
 struct live_worker {
     pid_t pid;
-    int network_namespace; /* -1 without the namespaces layer */
+    struct network_namespace network;
 };
 
 /* The live workers (orphans reaped as subreaper are not reported). */
@@ -90,9 +103,9 @@ struct worker_set {
     size_t capacity;
 };
 
-/* Network namespaces no live worker is in. */
+/* Empty network namespaces no live worker is in. */
 struct namespace_pool {
-    int *fds;
+    struct network_namespace *namespaces;
     size_t count;
     size_t capacity;
 };
@@ -135,7 +148,7 @@ static int write_all(int fd, const uint8_t *data, size_t length) {
 static int send_event(struct server *server, uint32_t event_field, const uint8_t *body, size_t body_length) {
     uint8_t frame[PYCLAVE_FRAME_HEADER_BYTES + 1 + PYCLAVE_VARINT_MAX_BYTES + MAX_ERROR_BYTES + 64];
     size_t length = PYCLAVE_FRAME_HEADER_BYTES;
-    frame[length++] = (uint8_t)(event_field << 3 | WIRE_LENGTH_DELIMITED);
+    frame[length++] = (uint8_t)(event_field << 3 | PYCLAVE_WIRE_LENGTH_DELIMITED);
     length += pyclave_put_varint(frame + length, body_length);
     memcpy(frame + length, body, body_length);
     length += body_length;
@@ -146,22 +159,22 @@ static int send_event(struct server *server, uint32_t event_field, const uint8_t
 }
 
 static size_t put_varint_field(uint8_t *out, uint32_t field, uint64_t value) {
-    out[0] = (uint8_t)(field << 3 | WIRE_VARINT);
+    out[0] = (uint8_t)(field << 3 | PYCLAVE_WIRE_VARINT);
     return 1 + pyclave_put_varint(out + 1, value);
 }
 
 static int send_spawned(struct server *server, uint64_t worker_id, pid_t pid) {
     uint8_t body[2 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
-    size_t length = put_varint_field(body, 1, worker_id);
-    length += put_varint_field(body + length, 2, (uint64_t)pid);
+    size_t length = put_varint_field(body, SPAWNED_WORKER_ID, worker_id);
+    length += put_varint_field(body + length, SPAWNED_PID, (uint64_t)pid);
     return send_event(server, EVENT_SPAWNED, body, length);
 }
 
 static int send_spawn_failed(struct server *server, uint64_t worker_id, const char *reason) {
     uint8_t body[1 + PYCLAVE_VARINT_MAX_BYTES + 1 + PYCLAVE_VARINT_MAX_BYTES + MAX_ERROR_BYTES];
     size_t reason_length = strnlen(reason, MAX_ERROR_BYTES);
-    size_t length = put_varint_field(body, 1, worker_id);
-    body[length++] = (uint8_t)(2 << 3 | WIRE_LENGTH_DELIMITED);
+    size_t length = put_varint_field(body, SPAWN_FAILED_WORKER_ID, worker_id);
+    body[length++] = (uint8_t)(SPAWN_FAILED_ERROR << 3 | PYCLAVE_WIRE_LENGTH_DELIMITED);
     length += pyclave_put_varint(body + length, reason_length);
     memcpy(body + length, reason, reason_length);
     length += reason_length;
@@ -170,9 +183,9 @@ static int send_spawn_failed(struct server *server, uint64_t worker_id, const ch
 
 static int send_exited(struct server *server, pid_t pid, int wait_status) {
     uint8_t body[2 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
-    size_t length = put_varint_field(body, 1, (uint64_t)pid);
+    size_t length = put_varint_field(body, EXITED_PID, (uint64_t)pid);
     /* int32: negative values are sign-extended to ten bytes. */
-    length += put_varint_field(body + length, 2, (uint64_t)(int64_t)wait_status);
+    length += put_varint_field(body + length, EXITED_WAIT_STATUS, (uint64_t)(int64_t)wait_status);
     return send_event(server, EVENT_EXITED, body, length);
 }
 
@@ -189,14 +202,6 @@ static int make_room(void **items, size_t size, size_t count, size_t *capacity) 
     return 0;
 }
 
-static int remember_worker(struct server *server, struct live_worker worker) {
-    struct worker_set *set = &server->workers;
-    if (make_room((void **)&set->workers, sizeof *set->workers, set->count, &set->capacity) == -1)
-        return fail_with(server, "remember a worker");
-    set->workers[set->count++] = worker;
-    return 0;
-}
-
 /* Forgets `pid` into `*worker`; returns whether it was a worker. */
 static int forget_worker(struct server *server, pid_t pid, struct live_worker *worker) {
     struct worker_set *set = &server->workers;
@@ -210,35 +215,66 @@ static int forget_worker(struct server *server, pid_t pid, struct live_worker *w
     return 0;
 }
 
-/* Keeps `fd` for the next worker (closes it if it cannot). */
-static void return_network_namespace(struct server *server, int fd) {
+static void close_network_namespace(struct network_namespace network) {
+    if (network.fd >= 0)
+        close(network.fd);
+    if (network.unix_sockets >= 0)
+        close(network.unix_sockets);
+}
+
+/* Whether no socket is left in `network` (an unreadable list counts as not
+   empty). */
+static int holds_no_socket(struct network_namespace network) {
+    char listing[256];
+    ssize_t length = pread(network.unix_sockets, listing, sizeof listing, 0);
+    if (length <= 0)
+        return 0;
+    /* Only the header line. */
+    return memchr(listing, '\n', (size_t)length) == listing + length - 1;
+}
+
+/* Keeps a reaped worker's namespace for the next worker when it is empty
+   (see the top of this file); closes it otherwise. */
+static void return_network_namespace(struct server *server, struct network_namespace network) {
     struct namespace_pool *pool = &server->network_namespaces;
-    if (fd < 0)
+    if (network.fd < 0)
         return;
-    if (make_room((void **)&pool->fds, sizeof *pool->fds, pool->count, &pool->capacity) == -1) {
-        close(fd);
+    if (!holds_no_socket(network) ||
+        make_room((void **)&pool->namespaces, sizeof *pool->namespaces, pool->count, &pool->capacity) == -1) {
+        close_network_namespace(network);
         return;
     }
-    pool->fds[pool->count++] = fd;
+    pool->namespaces[pool->count++] = network;
 }
 
 /* A network namespace for a new worker: a free one, or a new one (the
-   zygote enters it, keeps an fd, and goes back). -1 when none can be had
-   (the spawn fails), -2 when the zygote could not go back to its own. */
-static int take_network_namespace(struct server *server) {
+   zygote enters it, opens what it keeps, and goes back). Returns 0, -1
+   when none can be had (the spawn fails), -2 when the zygote could not go
+   back to its own. */
+static int take_network_namespace(struct server *server, struct network_namespace *network) {
     struct namespace_pool *pool = &server->network_namespaces;
-    if (pool->count > 0)
-        return pool->fds[--pool->count];
+    if (pool->count > 0) {
+        *network = pool->namespaces[--pool->count];
+        return 0;
+    }
     if (unshare(CLONE_NEWNET) == -1)
         return fail_with(server, "unshare(net)");
-    int fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    *network = (struct network_namespace){
+        .fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC),
+        .unix_sockets = open("/proc/thread-self/net/unix", O_RDONLY | O_CLOEXEC),
+    };
     int saved = errno;
     if (setns(server->home_network_namespace, CLONE_NEWNET) == -1) {
+        close_network_namespace(*network);
         fail_with(server, "setns back to the zygote's network namespace");
         return -2;
     }
-    errno = saved;
-    return fd == -1 ? fail_with(server, "open a new network namespace") : fd;
+    if (network->fd == -1 || network->unix_sockets == -1) {
+        close_network_namespace(*network);
+        errno = saved;
+        return fail_with(server, "open a new network namespace");
+    }
+    return 0;
 }
 
 /* Reaps every exited child, reporting the workers'. */
@@ -254,7 +290,7 @@ static int reap(struct server *server) {
         if (!forget_worker(server, pid, &worker))
             continue;
         /* Every process of the job is gone (see the top of this file). */
-        return_network_namespace(server, worker.network_namespace);
+        return_network_namespace(server, worker.network);
         if (send_exited(server, pid, status) == -1)
             return -1;
     }
@@ -276,6 +312,7 @@ static int receive(struct server *server) {
     ssize_t received = recvmsg(server->control, &message, MSG_CMSG_CLOEXEC);
     if (received == -1)
         return errno == EINTR ? 1 : fail_with(server, "read from the supervisor");
+    int overflow = 0;
     for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header != NULL; header = CMSG_NXTHDR(&message, header)) {
         if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS)
             continue;
@@ -283,12 +320,16 @@ static int receive(struct server *server) {
         int *fds = (int *)CMSG_DATA(header);
         for (size_t i = 0; i < count; i++) {
             if (inbox->fd_count == MAX_QUEUED_FDS) {
-                close(fds[i]);
-                errno = EMFILE;
-                return fail_with(server, "fds from the supervisor");
+                close(fds[i]); /* and every other one after it */
+                overflow = 1;
+            } else {
+                inbox->fds[inbox->fd_count++] = fds[i];
             }
-            inbox->fds[inbox->fd_count++] = fds[i];
         }
+    }
+    if (overflow) {
+        errno = EMFILE;
+        return fail_with(server, "fds from the supervisor");
     }
     if (message.msg_flags & MSG_CTRUNC) {
         errno = EMSGSIZE;
@@ -324,7 +365,7 @@ static int parse_spawn(const uint8_t *at, const uint8_t *end, struct spawn_reque
         if (pyclave_read_varint(&at, end, &key) == -1)
             return -1;
         uint32_t field = (uint32_t)(key >> 3), wire_type = (uint32_t)(key & 7);
-        if (wire_type != WIRE_VARINT || field < SPAWN_WORKER_ID || field > SPAWN_CGROUP_FDS) {
+        if (wire_type != PYCLAVE_WIRE_VARINT || field < SPAWN_WORKER_ID || field > SPAWN_CGROUP_FDS) {
             if (pyclave_skip_field(&at, end, wire_type) == -1)
                 return -1;
             continue;
@@ -357,7 +398,7 @@ static int parse_command(const uint8_t *at, const uint8_t *end, struct spawn_req
         uint64_t key, length;
         if (pyclave_read_varint(&at, end, &key) == -1)
             return -1;
-        if (key != (COMMAND_SPAWN << 3 | WIRE_LENGTH_DELIMITED)) {
+        if (key != (COMMAND_SPAWN << 3 | PYCLAVE_WIRE_LENGTH_DELIMITED)) {
             if (pyclave_skip_field(&at, end, (uint32_t)(key & 7)) == -1)
                 return -1;
             continue;
@@ -390,12 +431,20 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
     }
     if (take_fds(server, fds, count) == -1)
         return -1;
-    int network_namespace = server->plan->namespaces ? take_network_namespace(server) : -1;
-    if (network_namespace == -2)
-        return -1;
-    if (network_namespace == -1 && server->plan->namespaces) {
+    struct network_namespace network = NO_NETWORK_NAMESPACE;
+    int taken = server->plan->namespaces ? take_network_namespace(server, &network) : 0;
+    if (taken < 0) {
         close_fds(fds, count);
+        if (taken == -2)
+            return -1;
         return send_spawn_failed(server, spawn->worker_id, server->error) == -1 ? -1 : 1;
+    }
+    /* Room for the worker before it exists: once forked, it must be known. */
+    struct worker_set *set = &server->workers;
+    if (make_room((void **)&set->workers, sizeof *set->workers, set->count, &set->capacity) == -1) {
+        close_fds(fds, count);
+        close_network_namespace(network);
+        return fail_with(server, "remember a worker");
     }
     struct pyclave_worker worker = {
         .uid = spawn->uid,
@@ -405,7 +454,7 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         .stderr_fd = fds[2],
         .cgroup_fds = fds + 3,
         .cgroup_fd_count = spawn->cgroup_fds,
-        .network_namespace = network_namespace,
+        .network_namespace = network.fd,
     };
     pid_t pid = pyclave_fork_worker(server->plan, &worker, server->error, server->error_size);
     if (pid == 0 || pid == -2) {
@@ -418,13 +467,11 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
     }
     close_fds(fds, count);
     if (pid == -1) {
-        return_network_namespace(server, network_namespace);
+        return_network_namespace(server, network);
         return send_spawn_failed(server, spawn->worker_id, server->error) == -1 ? -1 : 1;
     }
-    struct live_worker live = {.pid = pid, .network_namespace = network_namespace};
-    if (remember_worker(server, live) == -1 || send_spawned(server, spawn->worker_id, pid) == -1)
-        return -1;
-    return 1;
+    set->workers[set->count++] = (struct live_worker){.pid = pid, .network = network};
+    return send_spawned(server, spawn->worker_id, pid) == -1 ? -1 : 1;
 }
 
 /* Runs every complete command in the inbox. 1 to go on; otherwise what
@@ -467,10 +514,11 @@ static int run_commands(struct server *server, const sigset_t *worker_mask, stru
 /* The zygote's way out of `pyclave_serve`: `result`, with its fds closed. */
 static int stop_serving(struct server *server, int result) {
     take_fds(server, NULL, server->inbox.fd_count);
-    close_fds(server->network_namespaces.fds, server->network_namespaces.count);
+    for (size_t i = 0; i < server->network_namespaces.count; i++)
+        close_network_namespace(server->network_namespaces.namespaces[i]);
     if (server->home_network_namespace >= 0)
         close(server->home_network_namespace);
-    free(server->network_namespaces.fds);
+    free(server->network_namespaces.namespaces);
     free(server->workers.workers);
     return result;
 }
@@ -497,15 +545,22 @@ int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_s
         if (server.home_network_namespace == -1)
             return fail_with(&server, "open the zygote's network namespace");
     }
-    /* SIGCHLD stays blocked except inside ppoll: no exit goes unnoticed. */
+    /* SIGCHLD stays blocked except inside ppoll: no exit goes unnoticed.
+       SIGINT stays blocked throughout: Python's handler would only mark it
+       pending for the interpreter, and every worker forked after would
+       inherit the mark (CPython's after-fork hook that clears it is
+       skipped) and die of KeyboardInterrupt. The workers get the mask the
+       zygote had. */
     sigset_t worker_mask, blocked, while_waiting;
     struct sigaction action = {.sa_handler = on_sigchld};
     sigemptyset(&action.sa_mask);
     sigemptyset(&blocked);
     sigaddset(&blocked, SIGCHLD);
+    sigaddset(&blocked, SIGINT);
     if (sigprocmask(SIG_BLOCK, &blocked, &worker_mask) == -1 || sigaction(SIGCHLD, &action, NULL) == -1)
         return fail_with(&server, "SIGCHLD");
     while_waiting = worker_mask;
+    sigaddset(&while_waiting, SIGINT);
     sigdelset(&while_waiting, SIGCHLD);
 
     for (;;) {
@@ -514,6 +569,10 @@ int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_s
             return stop_serving(&server, fail_with(&server, "ppoll"));
         if (reap(&server) == -1)
             return stop_serving(&server, -1);
+        if (control_poll.revents & POLLNVAL) {
+            errno = EBADF;
+            return stop_serving(&server, fail_with(&server, "the control socket"));
+        }
         if (!(control_poll.revents & (POLLIN | POLLHUP | POLLERR)))
             continue;
         int received = receive(&server);

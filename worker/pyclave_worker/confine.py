@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Sequence
 
 from . import worker_pb2
 
@@ -161,7 +160,8 @@ class Prepared:
 def _numpy_random_state() -> int | None:
     """The address of numpy's global MT19937 state, for the native code to
     reseed in each worker; None unless numpy's own view of it matches the
-    layout confine.c writes (624 key words, then the position)."""
+    layout confine.c writes (624 key words, then the position) and no
+    normal draw is cached beside it."""
     import numpy
 
     generator = numpy.random.mtrand._rand._bit_generator
@@ -173,6 +173,8 @@ def _numpy_random_state() -> int | None:
         return None
     words = len(key)
     if words != 624 or ctypes.string_at(address, words * 4) != key.astype("<u4").tobytes():
+        return None
+    if numpy.random.get_state()[3]:  # a cached normal draw the native reseed would not clear
         return None
     if ctypes.c_int.from_address(address + words * 4).value != position:
         return None

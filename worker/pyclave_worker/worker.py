@@ -3,9 +3,9 @@ it (worker/native/confine.c). Reports ready, runs one job, exits."""
 
 from __future__ import annotations
 
+import os
 import random
 import socket
-import os
 import sys
 
 import numpy
