@@ -30,6 +30,7 @@ pub struct Cli {
 enum Command {
     /// Run the supervisor on a Unix socket until SIGINT or SIGTERM.
     Serve {
+        /// The Unix socket to listen on (a stale one left by a crashed run is replaced).
         #[arg(long)]
         socket: PathBuf,
         /// TOML config; every field has a secure default.

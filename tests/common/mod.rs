@@ -316,17 +316,12 @@ pub fn sleeping_job_with_child(job: &str, child: &str) -> String {
 
 /// Host pids of the supervisor's zygote processes (its Python children).
 pub fn zygote_pids(supervisor: &Supervisor) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str().and_then(|pid| pid.parse::<i32>().ok()))
+    children_of(supervisor.pid as i32)
+        .into_iter()
         .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let parent = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).unwrap_or("");
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            parent == supervisor.pid.to_string() && String::from_utf8_lossy(&cmdline).contains("zygote.main")
+            String::from_utf8_lossy(&cmdline).contains("zygote.main")
         })
-        .filter(|pid| process_exists(*pid))
         .collect()
 }
 
