@@ -23,7 +23,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use pyclave::channel::{encode_frame, split};
 use pyclave::proto::api::{self, Job, JobKind, Limits, Request, Response, job, outcome, response};
-use tokio::net::UnixStream;
+use std::os::unix::net::UnixStream;
 
 const MAX_FRAME_BYTES: usize = 16 << 20;
 
@@ -87,12 +87,11 @@ fn encode(c: &mut Criterion) {
 
 fn round_trip(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("tokio runtime");
-    let (ours, theirs) = {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let ((_, mut writer), (mut reader, _)) = {
         let _context = runtime.enter();
-        UnixStream::pair().expect("socketpair")
+        (split(ours, MAX_FRAME_BYTES).expect("split"), split(theirs, MAX_FRAME_BYTES).expect("split"))
     };
-    let (_, mut writer) = split(ours, MAX_FRAME_BYTES);
-    let (mut reader, _) = split(theirs, MAX_FRAME_BYTES);
     let plain = request(small_code(), false);
     let with_table = request(small_code(), true);
     let table = tempfile::tempfile().expect("tempfile to send");

@@ -129,6 +129,11 @@ impl Capture {
         self.shared.state.lock().expect("capture lock").output.clone()
     }
 
+    /// Stops capturing: the read end is closed (a writer left gets EPIPE).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+
     /// Everything, once every write end is closed (or `timeout` passed).
     pub async fn finish(mut self, timeout: Duration) -> CapturedOutput {
         if tokio::time::timeout(timeout, &mut self.task).await.is_err() {

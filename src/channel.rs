@@ -5,6 +5,12 @@
 //! checked against the limit before anything is allocated). Fds ride as
 //! SCM_RIGHTS with the first byte of the frame that announces them; the reader
 //! queues them in arrival order and the decoded message says how many to take.
+//!
+//! A socket is registered with the reactor for reading only. Frames are small
+//! next to a socket's buffer, so a write almost never waits; registered for
+//! writing too, every read the peer does would wake this process for nothing
+//! (an edge-triggered `EPOLLOUT` per frame sent). The rare write that does
+//! wait registers a duplicate of the fd for writability until its frame is out.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -14,8 +20,10 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use nix::cmsg_space;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use std::os::unix::net::UnixStream;
+
 use tokio::io::Interest;
-use tokio::net::UnixStream;
+use tokio::io::unix::AsyncFd;
 use tokio_util::codec::{Decoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// Most fds a single frame of any pyclave protocol carries.
@@ -43,9 +51,11 @@ pub enum ChannelError {
     TruncatedFrame,
 }
 
-/// Splits a Unix stream into a frame reader and a frame writer.
-pub fn split(stream: UnixStream, max_frame_bytes: usize) -> (FrameReader, FrameWriter) {
-    let stream = Arc::new(stream);
+/// Splits a Unix stream into a frame reader and a frame writer (the stream
+/// is made non-blocking and registered with the current runtime).
+pub fn split(stream: UnixStream, max_frame_bytes: usize) -> io::Result<(FrameReader, FrameWriter)> {
+    stream.set_nonblocking(true)?;
+    let stream = Arc::new(register(stream, Interest::READABLE)?);
     let reader = FrameReader {
         stream: Arc::clone(&stream),
         codec: LengthDelimitedCodec::builder()
@@ -59,11 +69,11 @@ pub fn split(stream: UnixStream, max_frame_bytes: usize) -> (FrameReader, FrameW
         keeps_fds: true,
         chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
     };
-    (reader, FrameWriter { stream })
+    Ok((reader, FrameWriter { stream }))
 }
 
 pub struct FrameReader {
-    stream: Arc<UnixStream>,
+    stream: Arc<AsyncFd<UnixStream>>,
     codec: LengthDelimitedCodec,
     max_frame_bytes: usize,
     buffer: BytesMut,
@@ -112,12 +122,10 @@ impl FrameReader {
     /// Reads one chunk (and any fds with it); returns the bytes read.
     async fn fill(&mut self) -> Result<usize, ChannelError> {
         let (read, fds) = loop {
-            self.stream.readable().await?;
-            let chunk = &mut self.chunk;
-            match self.stream.try_io(Interest::READABLE, || recv_with_fds(self.stream.as_raw_fd(), chunk)) {
-                Ok(received) => break received,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(error) => return Err(error.into()),
+            let mut ready = self.stream.readable().await?;
+            match ready.try_io(|stream| recv_with_fds(stream.as_raw_fd(), &mut self.chunk)) {
+                Ok(received) => break received?,
+                Err(_would_block) => continue,
             }
         };
         if !self.keeps_fds && !fds.is_empty() {
@@ -155,27 +163,46 @@ fn recv_with_fds(socket: RawFd, chunk: &mut [u8]) -> io::Result<(usize, Vec<Owne
 
 /// Writes whole frames. Frames never interleave: a writer has one owner.
 pub struct FrameWriter {
-    stream: Arc<UnixStream>,
+    stream: Arc<AsyncFd<UnixStream>>,
 }
 
 impl FrameWriter {
     pub async fn send<M: prost::Message>(&mut self, message: &M, fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
         let frame = encode_frame(message);
         let raw_fds: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let socket = self.stream.get_ref().as_raw_fd();
+        // Registered for writability only once a write would block.
+        let mut full: Option<AsyncFd<UnixStream>> = None;
         let mut sent = 0;
         while sent < frame.len() {
-            self.stream.writable().await?;
-            let remaining = &frame[sent..];
             // Fds go with the frame's first byte only.
             let attach: &[RawFd] = if sent == 0 { &raw_fds } else { &[] };
-            match self.stream.try_io(Interest::WRITABLE, || send_with_fds(self.stream.as_raw_fd(), remaining, attach)) {
+            let send = || send_with_fds(socket, &frame[sent..], attach);
+            let written = match &full {
+                None => send(),
+                Some(full) => match full.writable().await?.try_io(|_| send()) {
+                    Ok(written) => written,
+                    Err(_would_block) => continue,
+                },
+            };
+            match written {
                 Ok(written) => sent += written,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock && full.is_none() => {
+                    let duplicate = self.stream.get_ref().try_clone()?;
+                    full = Some(register(duplicate, Interest::WRITABLE)?);
+                }
                 Err(error) => return Err(error.into()),
             }
         }
         Ok(())
     }
+}
+
+/// Registers `stream` with the current runtime's reactor for `interest`.
+fn register(stream: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixStream>> {
+    // SAFETY: the `AsyncFd` owns `stream`, whose `as_raw_fd` is the same open
+    // descriptor for as long as it lives (nothing here closes or replaces it).
+    Ok(unsafe { AsyncFd::register_with_interest(stream, interest) }?)
 }
 
 fn send_with_fds(socket: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
@@ -203,7 +230,7 @@ mod tests {
 
     fn pair(max_frame_bytes: usize) -> ((FrameReader, FrameWriter), (FrameReader, FrameWriter)) {
         let (a, b) = UnixStream::pair().expect("socketpair");
-        (split(a, max_frame_bytes), split(b, max_frame_bytes))
+        (split(a, max_frame_bytes).expect("split"), split(b, max_frame_bytes).expect("split"))
     }
 
     fn request(id: u64, code: &str) -> Request {
@@ -247,9 +274,9 @@ mod tests {
     #[tokio::test]
     async fn oversized_length_is_rejected_before_the_body_arrives() {
         let (mut a, b) = UnixStream::pair().expect("socketpair");
-        let (mut reader, _) = split(b, 1024);
+        let (mut reader, _) = split(b, 1024).expect("split");
         // Only the header is sent: the reader must refuse without waiting for 1 GiB.
-        tokio::io::AsyncWriteExt::write_all(&mut a, &(1u32 << 30).to_be_bytes()).await.expect("write");
+        std::io::Write::write_all(&mut a, &(1u32 << 30).to_be_bytes()).expect("write");
         match reader.recv::<Request>().await {
             Err(ChannelError::FrameTooLarge { size, limit }) => assert_eq!((size, limit), (1 << 30, 1024)),
             other => panic!("expected FrameTooLarge, got {other:?}"),
@@ -259,14 +286,14 @@ mod tests {
     #[tokio::test]
     async fn garbage_is_a_decode_error_and_clean_close_is_none() {
         let (mut a, b) = UnixStream::pair().expect("socketpair");
-        let (mut reader, _) = split(b, 1024);
+        let (mut reader, _) = split(b, 1024).expect("split");
         let mut garbage = 5u32.to_be_bytes().to_vec();
         garbage.extend_from_slice(&[0xff; 5]);
-        tokio::io::AsyncWriteExt::write_all(&mut a, &garbage).await.expect("write");
+        std::io::Write::write_all(&mut a, &garbage).expect("write");
         assert!(matches!(reader.recv::<Request>().await, Err(ChannelError::Decode(_))));
 
         let (a, b) = UnixStream::pair().expect("socketpair");
-        let (mut reader, _) = split(b, 1024);
+        let (mut reader, _) = split(b, 1024).expect("split");
         drop(a);
         assert!(matches!(reader.recv::<Request>().await, Ok(None)));
     }
@@ -274,8 +301,8 @@ mod tests {
     #[tokio::test]
     async fn close_mid_frame_is_truncation() {
         let (mut a, b) = UnixStream::pair().expect("socketpair");
-        let (mut reader, _) = split(b, 1024);
-        tokio::io::AsyncWriteExt::write_all(&mut a, &[0, 0, 0, 10, 1, 2]).await.expect("write");
+        let (mut reader, _) = split(b, 1024).expect("split");
+        std::io::Write::write_all(&mut a, &[0, 0, 0, 10, 1, 2]).expect("write");
         drop(a);
         assert!(matches!(reader.recv::<Request>().await, Err(ChannelError::TruncatedFrame)));
     }

@@ -48,10 +48,12 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(path: &Path) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| ClientError::Connect { path: path.display().to_string(), source })?;
-        let (reader, writer) = channel::split(stream, MAX_RESPONSE_FRAME_BYTES);
+        let connect_error = |source| ClientError::Connect { path: path.display().to_string(), source };
+        let stream = UnixStream::connect(path).await.map_err(connect_error)?;
+        let (reader, writer) = stream
+            .into_std()
+            .and_then(|stream| channel::split(stream, MAX_RESPONSE_FRAME_BYTES))
+            .map_err(connect_error)?;
         Ok(Self { reader, writer, next_id: 1 })
     }
 

@@ -224,7 +224,14 @@ async fn accept_loop(
 
 async fn connection(stream: UnixStream, context: &Context, shutdown: &CancellationToken) {
     let limits = &context.config.server;
-    let (mut reader, writer) = channel::split(stream, limits.max_request_frame_bytes);
+    let split = stream.into_std().and_then(|stream| channel::split(stream, limits.max_request_frame_bytes));
+    let (mut reader, writer) = match split {
+        Ok(halves) => halves,
+        Err(error) => {
+            tracing::warn!(%error, "cannot register the connection");
+            return;
+        }
+    };
     let (replies, finished) = mpsc::unbounded_channel();
     let (protocol_error, protocol_error_message) = oneshot::channel();
     let writer_task = tokio::spawn(write_responses(writer, finished, protocol_error_message));

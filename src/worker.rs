@@ -10,7 +10,6 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -161,9 +160,8 @@ impl Worker {
             None => Vec::new(),
         };
         let oom_kills_before = tree.as_ref().map_or(0, JobTree::oom_kills);
-        attempt!(ours.set_nonblocking(true));
         let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
-        let (mut reader, writer) = channel::split(attempt!(UnixStream::from_std(ours)), max_frame as usize);
+        let (mut reader, writer) = attempt!(channel::split(ours, max_frame as usize));
         reader.refuse_fds();
         let cap = settings.limits.max_captured_output_bytes as usize;
         let stdout_capture = attempt!(Capture::start(stdout.read, cap));
@@ -236,10 +234,18 @@ impl Worker {
 
     /// Retires an idle worker that will get no job.
     pub async fn retire(self) {
-        match self.tree.kill_all().await {
-            Ok(()) => self.tree.release(),
-            Err(error) => tracing::error!(%error, "cannot kill a job's processes; leaving its cgroup"),
-        }
+        self.into_remains().retire().await;
+    }
+
+    /// Stops listening to the worker: its channel is closed and its output
+    /// no longer captured (nothing the job's answer needs is left in them),
+    /// so its exit wakes nobody but the zygote.
+    fn into_remains(self) -> Remains {
+        let Self { tree, exit, exit_ends_job, _uid, reader, writer, stdout, stderr, .. } = self;
+        drop((reader, writer));
+        stdout.stop();
+        stderr.stop();
+        Remains { tree, exit, exit_ends_job, _uid }
     }
 
     /// Runs `spec` to its one outcome.
@@ -326,7 +332,7 @@ impl Worker {
             // the processes are killed and reaped after.
             let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
             let wall_time = dispatched_at.elapsed();
-            tokio::spawn(self.clean_up(exit.is_some()));
+            tokio::spawn(self.into_remains().clean_up(exit.is_some()));
             let kind =
                 outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
             let usage = usage(queue_time, wall_time, cpu_time, peak_memory_bytes);
@@ -372,6 +378,24 @@ impl Worker {
         }
         let usage = usage(queue_time, wall_time, cpu_time, peak_memory_bytes);
         RunEnd::Finished(finished(kind, stdout, stderr, usage, settings, table))
+    }
+}
+
+/// What is left of a worker once nothing more is read from it: its
+/// processes until they are gone, its cgroup, its uid.
+struct Remains {
+    tree: JobTree,
+    exit: oneshot::Receiver<ExitStatus>,
+    exit_ends_job: bool,
+    _uid: UidLease,
+}
+
+impl Remains {
+    async fn retire(self) {
+        match self.tree.kill_all().await {
+            Ok(()) => self.tree.release(),
+            Err(error) => tracing::error!(%error, "cannot kill a job's processes; leaving its cgroup"),
+        }
     }
 
     /// Kills what is left of an answered job, waits until it is gone, and

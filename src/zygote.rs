@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -140,9 +139,7 @@ impl RunningZygote {
         let pid = Pid::from_raw(child.id() as i32);
         // The child is reaped by the supervisor's reaper, not through `child`.
         drop(child);
-        ours.set_nonblocking(true).map_err(start_error)?;
-        let (mut reader, mut writer) =
-            channel::split(UnixStream::from_std(ours).map_err(start_error)?, MAX_EVENT_FRAME_BYTES);
+        let (mut reader, mut writer) = channel::split(ours, MAX_EVENT_FRAME_BYTES).map_err(start_error)?;
         let configure = ZygoteCommand { command: Some(zygote_command::Command::Configure(settings.plan.clone())) };
         if let Err(error) = writer.send(&configure, &[]).await {
             let _ = kill(pid, Signal::SIGKILL);
