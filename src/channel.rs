@@ -67,6 +67,7 @@ pub fn split(stream: UnixStream, max_frame_bytes: usize) -> io::Result<(FrameRea
         buffer: BytesMut::new(),
         fds: VecDeque::new(),
         keeps_fds: true,
+        sender_pid: None,
         chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
     };
     Ok((reader, FrameWriter { stream }))
@@ -79,6 +80,9 @@ pub struct FrameReader {
     buffer: BytesMut,
     fds: VecDeque<OwnedFd>,
     keeps_fds: bool,
+    /// The pid of the process that sent the bytes read last, when the
+    /// socket passes credentials.
+    sender_pid: Option<i32>,
     chunk: Box<[u8]>,
 }
 
@@ -102,6 +106,18 @@ impl FrameReader {
         self.keeps_fds = false;
     }
 
+    /// Has the kernel attach the sender's credentials to what is read from
+    /// now on: [`FrameReader::sender_pid`] says who sent a frame, as a pid
+    /// of this process's pid namespace.
+    pub fn pass_credentials(&self) -> io::Result<()> {
+        Ok(nix::sys::socket::setsockopt(self.stream.get_ref(), nix::sys::socket::sockopt::PassCred, &true)?)
+    }
+
+    /// Who sent the bytes read last (see [`FrameReader::pass_credentials`]).
+    pub fn sender_pid(&self) -> Option<i32> {
+        self.sender_pid
+    }
+
     /// The next fd received, in arrival order.
     pub fn take_fd(&mut self) -> Result<OwnedFd, ChannelError> {
         self.fds.pop_front().ok_or(ChannelError::MissingFd)
@@ -121,13 +137,16 @@ impl FrameReader {
 
     /// Reads one chunk (and any fds with it); returns the bytes read.
     async fn fill(&mut self) -> Result<usize, ChannelError> {
-        let (read, fds) = loop {
+        let Received { bytes: read, fds, sender_pid } = loop {
             let mut ready = self.stream.readable().await?;
-            match ready.try_io(|stream| recv_with_fds(stream.as_raw_fd(), &mut self.chunk)) {
+            match ready.try_io(|stream| receive(stream.as_raw_fd(), &mut self.chunk)) {
                 Ok(received) => break received?,
                 Err(_would_block) => continue,
             }
         };
+        if sender_pid.is_some() {
+            self.sender_pid = sender_pid;
+        }
         if !self.keeps_fds && !fds.is_empty() {
             return Err(ChannelError::FdsRefused { count: fds.len() });
         }
@@ -140,16 +159,28 @@ impl FrameReader {
     }
 }
 
-fn recv_with_fds(socket: RawFd, chunk: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut ancillary = cmsg_space!([RawFd; MAX_FDS_PER_FRAME]);
+/// What one `recvmsg` brought.
+struct Received {
+    bytes: usize,
+    fds: Vec<OwnedFd>,
+    sender_pid: Option<i32>,
+}
+
+fn receive(socket: RawFd, chunk: &mut [u8]) -> io::Result<Received> {
+    let mut ancillary = cmsg_space!([RawFd; MAX_FDS_PER_FRAME], libc::ucred);
     let mut iov = [IoSliceMut::new(chunk)];
     let message = recvmsg::<()>(socket, &mut iov, Some(&mut ancillary), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
+    let mut sender_pid = None;
     for cmsg in message.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(raw_fds) = cmsg {
-            // SAFETY: the kernel has just installed these descriptors in our
-            // table for this message; nothing else knows or owns them.
-            fds.extend(raw_fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        match cmsg {
+            ControlMessageOwned::ScmRights(raw_fds) => {
+                // SAFETY: the kernel has just installed these descriptors in
+                // our table for this message; nothing else knows or owns them.
+                fds.extend(raw_fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+            ControlMessageOwned::ScmCredentials(credentials) => sender_pid = Some(credentials.pid()),
+            _ => {}
         }
     }
     if message.flags.contains(MsgFlags::MSG_CTRUNC) {
@@ -158,7 +189,7 @@ fn recv_with_fds(socket: RawFd, chunk: &mut [u8]) -> io::Result<(usize, Vec<Owne
             format!("more than {MAX_FDS_PER_FRAME} file descriptors in one message"),
         ));
     }
-    Ok((message.bytes, fds))
+    Ok(Received { bytes: message.bytes, fds, sender_pid })
 }
 
 /// Writes whole frames. Frames never interleave: a writer has one owner.
@@ -269,6 +300,16 @@ mod tests {
         // The only other end was the one passed: it is closed.
         let mut byte = [0u8; 1];
         assert_eq!(std::io::Read::read(&mut &kept, &mut byte).expect("read"), 0, "EOF: the passed end is closed");
+    }
+
+    #[tokio::test]
+    async fn a_reader_passing_credentials_knows_the_sender() {
+        let ((_, mut writer), (mut reader, _)) = pair(1 << 20);
+        assert_eq!(reader.sender_pid(), None);
+        reader.pass_credentials().expect("SO_PASSCRED");
+        writer.send(&request(1, "a"), &[]).await.expect("send");
+        reader.recv::<Request>().await.expect("recv").expect("frame");
+        assert_eq!(reader.sender_pid(), Some(std::process::id() as i32));
     }
 
     #[tokio::test]

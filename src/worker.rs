@@ -8,12 +8,12 @@
 //! (before the answer when there is a table to validate, after it otherwise).
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::unistd::Pid;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-
-use std::sync::Arc;
 
 use crate::capture::{Capture, CapturePipe};
 use crate::cgroup::{CgroupError, Cgroups};
@@ -24,12 +24,16 @@ use crate::job_tree::JobTree;
 use crate::outcome::{self, Ending, Evidence};
 use crate::proto::api::{self, CapturedOutput, Usage, outcome::Kind};
 use crate::proto::worker::{WorkerEvent, WorkerJob, worker_event};
-use crate::reaper::ExitStatus;
+use crate::reaper::{ExitStatus, ExitWatch, WorkerEnd};
 use crate::sandbox::ids::{UidLease, UidPool};
 use crate::zygote::{WorkerFds, Zygote, ZygoteError};
 
 /// How long a forked worker may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for a worker's end once its channel closed before
+/// `ready` (the zygote reports it right after, at most as late as it holds
+/// clean exits back).
+const END_AFTER_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long to wait for the exit status and the pipes once the job's
 /// processes have been killed.
 const REAP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +61,12 @@ pub enum WorkerError {
     NotReady { received: String },
     #[error("the worker could not confine itself: {0}")]
     Confinement(String),
+    #[error("the zygote could not fork the worker: {0}")]
+    NotForked(String),
+    #[error("the worker died before it was ready ({0:?})")]
+    DiedBeforeReady(Option<ExitStatus>),
+    #[error("the worker's channel closed before it was ready")]
+    ChannelClosed,
 }
 
 /// What the worker needs from the server.
@@ -107,7 +117,7 @@ pub struct Worker {
     _uid: UidLease,
     reader: FrameReader,
     writer: FrameWriter,
-    exit: oneshot::Receiver<ExitStatus>,
+    exit: ExitWatch,
     stdout: Capture,
     stderr: Capture,
 }
@@ -122,31 +132,27 @@ impl Worker {
             }),
             None => None,
         };
-        match Self::spawn_into(settings, id, uid, tree).await {
+        match Self::spawn_into(settings, id, Stillborn { uid, tree, end: None }).await {
             Ok(worker) => Ok(worker),
-            Err((error, Some(tree))) => {
-                if tree.kill_all().await.is_ok() {
-                    tree.release();
-                }
+            Err((error, stillborn)) => {
+                stillborn.bury(settings.zygote, id).await;
                 Err(error)
             }
-            Err((error, None)) => Err(error),
         }
     }
 
-    /// Forks the worker into `tree` (its cgroup; without one the tree is
-    /// the worker itself, known once forked) and waits until it is ready.
+    /// Forks the worker into its cgroup (without one, its tree is the worker
+    /// itself, known once it reports) and waits until it is ready.
     async fn spawn_into(
         settings: &WorkerSettings<'_>,
         id: u64,
-        uid: UidLease,
-        tree: Option<JobTree>,
-    ) -> Result<Self, (WorkerError, Option<JobTree>)> {
+        mut birth: Stillborn,
+    ) -> Result<Self, (WorkerError, Stillborn)> {
         macro_rules! attempt {
             ($e:expr) => {
                 match $e {
                     Ok(value) => value,
-                    Err(error) => return Err((WorkerError::from(error), tree)),
+                    Err(error) => return Err((WorkerError::from(error), birth)),
                 }
             };
         }
@@ -155,51 +161,67 @@ impl Worker {
         let (stdout, stderr) = (attempt!(CapturePipe::new()), attempt!(CapturePipe::new()));
         // The worker joins its cgroup first thing, before it confines itself
         // and long before any job reaches it.
-        let cgroup_procs = match &tree {
+        let cgroup_procs = match &birth.tree {
             Some(tree) => attempt!(tree.procs_files()),
             None => Vec::new(),
         };
-        let oom_kills_before = tree.as_ref().map_or(0, JobTree::oom_kills);
+        let oom_kills_before = birth.tree.as_ref().map_or(0, JobTree::oom_kills);
         let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
         let (mut reader, writer) = attempt!(channel::split(ours, max_frame as usize));
         reader.refuse_fds();
+        // The worker's pid comes with its `ready` (the zygote does not answer
+        // a spawn: one wakeup less per job).
+        attempt!(reader.pass_credentials());
         let cap = settings.limits.max_captured_output_bytes as usize;
         let stdout_capture = attempt!(Capture::start(stdout.read, cap));
         let stderr_capture = attempt!(Capture::start(stderr.read, cap));
         let fds = WorkerFds { control: theirs.into(), stdout: stdout.write, stderr: stderr.write, cgroup_procs };
-        let spawned = attempt!(settings.zygote.spawn(id, uid.uid(), fds).await);
-        let mut worker = Self {
-            pid: spawned.pid,
-            tree: tree.unwrap_or(JobTree::Worker(spawned.pid)),
+        birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds).await));
+
+        let first = tokio::time::timeout(READY_TIMEOUT, reader.recv::<WorkerEvent>()).await;
+        let pid = reader.sender_pid().map(Pid::from_raw);
+        if let Some(pid) = pid {
+            settings.zygote.identify(id, pid);
+            birth.tree.get_or_insert(JobTree::Worker(pid));
+        }
+        let ready = match first {
+            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }))) => ready,
+            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }))) => {
+                return Err((WorkerError::Confinement(reason), birth));
+            }
+            Ok(Ok(None)) => return Err((birth.why_closed().await, birth)),
+            Ok(Ok(other)) => return Err((WorkerError::NotReady { received: format!("{other:?}") }, birth)),
+            Ok(Err(error)) => return Err((error.into(), birth)),
+            Err(_) => return Err((WorkerError::ReadyTimeout, birth)),
+        };
+        let (pid, uid, tree, end) = match (pid, birth) {
+            (Some(pid), Stillborn { uid, tree: Some(tree), end: Some(end) }) => (pid, uid, tree, end),
+            (_, birth) => {
+                let received = "`ready` without its sender's credentials".to_owned();
+                return Err((WorkerError::NotReady { received }, birth));
+            }
+        };
+        // Read now, off the job's path: an idle worker uses no CPU.
+        let cpu_at_ready = tree.cpu_usage();
+        tracing::debug!(
+            worker = id,
+            spawn_to_ready_us = spawn_requested.elapsed().as_micros() as u64,
+            confinement_us = ready.confinement_us,
+            "worker ready"
+        );
+        Ok(Self {
+            pid,
+            tree,
             oom_kills_before,
-            cpu_at_ready: Duration::ZERO,
+            cpu_at_ready,
             exit_ends_job: settings.pid_namespaces,
             _uid: uid,
             reader,
             writer,
-            exit: spawned.exit,
+            exit: ExitWatch::new(end),
             stdout: stdout_capture,
             stderr: stderr_capture,
-        };
-        match tokio::time::timeout(READY_TIMEOUT, worker.reader.recv::<WorkerEvent>()).await {
-            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }))) => {
-                // Read now, off the job's path: an idle worker uses no CPU.
-                worker.cpu_at_ready = worker.tree.cpu_usage();
-                tracing::debug!(
-                    worker = id,
-                    spawn_to_ready_us = spawn_requested.elapsed().as_micros() as u64,
-                    confinement_us = ready.confinement_us,
-                    "worker ready"
-                );
-                Ok(worker)
-            }
-            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }))) => {
-                Err((WorkerError::Confinement(reason), Some(worker.tree)))
-            }
-            Ok(Ok(other)) => Err((WorkerError::NotReady { received: format!("{other:?}") }, Some(worker.tree))),
-            Ok(Err(error)) => Err((error.into(), Some(worker.tree))),
-            Err(_) => Err((WorkerError::ReadyTimeout, Some(worker.tree))),
-        }
+        })
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
@@ -208,7 +230,7 @@ impl Worker {
 
     /// Resolves if the worker dies while idle.
     pub async fn died(&mut self) -> Option<ExitStatus> {
-        (&mut self.exit).await.ok()
+        (&mut self.exit).await
     }
 
     fn measure(&self, cpu_baseline: Duration) -> Measured {
@@ -306,7 +328,7 @@ impl Worker {
                         None => continue,
                     },
                     status = &mut self.exit => {
-                        exit = status.ok();
+                        exit = status;
                         Some(Ending::Died)
                     }
                     () = &mut wall_deadline => Some(Ending::WallTimeout),
@@ -355,7 +377,7 @@ impl Worker {
         }
         drop(spec.input);
         if exit.is_none() {
-            exit = tokio::time::timeout(REAP_TIMEOUT, &mut self.exit).await.ok().and_then(Result::ok);
+            exit = tokio::time::timeout(REAP_TIMEOUT, &mut self.exit).await.ok().flatten();
         }
         let wall_time = dispatched_at.elapsed();
         let stdout = self.stdout.finish(REAP_TIMEOUT).await;
@@ -381,11 +403,57 @@ impl Worker {
     }
 }
 
+/// A worker that has not reported ready, and what it holds.
+struct Stillborn {
+    uid: UidLease,
+    /// Its cgroup, or the worker itself once its pid is known.
+    tree: Option<JobTree>,
+    /// How it ends, once its spawn was asked for.
+    end: Option<oneshot::Receiver<WorkerEnd>>,
+}
+
+impl Stillborn {
+    /// Why the worker's channel closed before `ready`: the zygote could not
+    /// fork it, or it died (its end follows the close closely).
+    async fn why_closed(&mut self) -> WorkerError {
+        let Some(end) = self.end.take() else { return WorkerError::DiedBeforeReady(None) };
+        match tokio::time::timeout(END_AFTER_CLOSE_TIMEOUT, end).await {
+            Ok(Ok(WorkerEnd::NotForked(reason))) => WorkerError::NotForked(reason),
+            Ok(Ok(WorkerEnd::Exited(status))) => WorkerError::DiedBeforeReady(Some(status)),
+            Ok(Err(_)) => WorkerError::DiedBeforeReady(None),
+            Err(_) => WorkerError::ChannelClosed,
+        }
+    }
+
+    /// Kills whatever the worker became and gives back what it held.
+    async fn bury(self, zygote: &Zygote, id: u64) {
+        match (self.tree, self.end) {
+            (Some(tree), _) => {
+                if tree.kill_all().await.is_ok() {
+                    tree.release();
+                }
+            }
+            (None, Some(end)) => {
+                // Nothing to kill it by (no cgroup, no pid yet): its uid
+                // stays taken until the zygote reports its end.
+                let uid = self.uid;
+                tokio::spawn(async move {
+                    let _ = end.await;
+                    drop(uid);
+                });
+                return;
+            }
+            (None, None) => {}
+        }
+        zygote.forget(id);
+    }
+}
+
 /// What is left of a worker once nothing more is read from it: its
 /// processes until they are gone, its cgroup, its uid.
 struct Remains {
     tree: JobTree,
-    exit: oneshot::Receiver<ExitStatus>,
+    exit: ExitWatch,
     exit_ends_job: bool,
     _uid: UidLease,
 }
@@ -404,7 +472,7 @@ impl Remains {
         // The worker exits right after reporting: let it, rather than kill
         // and poll (lingering children are killed next).
         let exited =
-            exited || matches!(tokio::time::timeout(EXIT_AFTER_RESULT_TIMEOUT, &mut self.exit).await, Ok(Ok(_)));
+            exited || matches!(tokio::time::timeout(EXIT_AFTER_RESULT_TIMEOUT, &mut self.exit).await, Ok(Some(_)));
         if exited && self.exit_ends_job {
             // pid 1 of the job's pid namespace is reaped only after the
             // kernel has killed and reaped the rest: the cgroup is empty.

@@ -2,11 +2,14 @@
 //! and forks a worker per `Spawn` command.
 //!
 //! [`Zygote`] is the handle workers use to be born. Behind it one task owns
-//! the zygote process: it starts it, forwards spawn requests, registers each
-//! worker's pid with the [`ExitRegistry`] and delivers the exit statuses the
-//! zygote reports. When the zygote dies, pending spawns fail, the task starts
-//! a new zygote (with back-off), and running workers carry on: the
-//! supervisor, a child subreaper, inherits and reaps them.
+//! the zygote process: it starts it, forwards spawn requests (each worker is
+//! watched in the [`ExitRegistry`] before its request leaves) and delivers
+//! what the zygote reports: exits and failed spawns. A successful spawn is
+//! not answered: the worker reports ready on its own channel. When the
+//! zygote dies, a spawn it had not served closes the worker's channel (its
+//! fds die with the zygote or with the request), the task starts a new
+//! zygote (with back-off), and running workers carry on: the supervisor, a
+//! child subreaper, inherits and reaps them.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -21,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channel::{self, ChannelError, FrameReader, FrameWriter};
 use crate::proto::worker::{Spawn, ZygoteCommand, ZygoteEvent, zygote_command, zygote_event};
-use crate::reaper::{ExitRegistry, ExitStatus};
+use crate::reaper::{ExitRegistry, ExitStatus, WorkerEnd};
 
 /// The fd number the zygote finds its control socket on.
 const CONTROL_FD: i32 = 3;
@@ -46,9 +49,7 @@ pub enum ZygoteError {
     Channel(#[from] ChannelError),
     #[error("the zygote sent {received} where {expected} was expected")]
     UnexpectedMessage { expected: &'static str, received: String },
-    #[error("the zygote could not fork: {0}")]
-    ForkFailed(String),
-    #[error("the zygote died before the worker was spawned")]
+    #[error("the zygote died")]
     Died,
     #[error("the supervisor is shutting down")]
     ShuttingDown,
@@ -63,17 +64,10 @@ pub struct WorkerFds {
     pub cgroup_procs: Vec<std::sync::Arc<std::fs::File>>,
 }
 
-/// A freshly forked worker.
-pub struct SpawnedWorker {
-    pub pid: Pid,
-    pub exit: oneshot::Receiver<ExitStatus>,
-}
-
 struct SpawnRequest {
     worker_id: u64,
     uid: u32,
     fds: WorkerFds,
-    reply: oneshot::Sender<Result<SpawnedWorker, ZygoteError>>,
 }
 
 /// How to start the zygote.
@@ -93,6 +87,7 @@ pub struct ZygoteSettings {
 #[derive(Clone)]
 pub struct Zygote {
     requests: mpsc::Sender<SpawnRequest>,
+    exits: ExitRegistry,
 }
 
 impl Zygote {
@@ -106,16 +101,36 @@ impl Zygote {
     ) -> Result<Self, ZygoteError> {
         let first = RunningZygote::start(&settings).await?;
         let (requests, receiver) = mpsc::channel(64);
-        tokio::spawn(serve(settings, first, receiver, exits, shutdown));
-        Ok(Self { requests })
+        tokio::spawn(serve(settings, first, receiver, exits.clone(), shutdown));
+        Ok(Self { requests, exits })
     }
 
-    /// Forks a worker that will run as `uid` (and gid) and talk on `fds.control`.
-    pub async fn spawn(&self, worker_id: u64, uid: u32, fds: WorkerFds) -> Result<SpawnedWorker, ZygoteError> {
-        let (reply, response) = oneshot::channel();
-        let request = SpawnRequest { worker_id, uid, fds, reply };
-        self.requests.send(request).await.map_err(|_| ZygoteError::ShuttingDown)?;
-        response.await.map_err(|_| ZygoteError::ShuttingDown)?
+    /// Asks for a worker that will run as `uid` (and gid) and talk on
+    /// `fds.control`, and returns how it will end. Whether it was forked
+    /// shows on that channel: `ready`, or its end (the zygote's reason is in
+    /// the returned end when it could not fork).
+    pub async fn spawn(
+        &self,
+        worker_id: u64,
+        uid: u32,
+        fds: WorkerFds,
+    ) -> Result<oneshot::Receiver<WorkerEnd>, ZygoteError> {
+        let end = self.exits.watch(worker_id);
+        if self.requests.send(SpawnRequest { worker_id, uid, fds }).await.is_err() {
+            self.exits.forget(worker_id);
+            return Err(ZygoteError::ShuttingDown);
+        }
+        Ok(end)
+    }
+
+    /// Stops watching a worker that never reported ready.
+    pub fn forget(&self, worker_id: u64) {
+        self.exits.forget(worker_id);
+    }
+
+    /// Records the pid a worker reported ready from.
+    pub fn identify(&self, worker_id: u64, pid: Pid) {
+        self.exits.identify(worker_id, pid);
     }
 }
 
@@ -181,7 +196,6 @@ impl RunningZygote {
         exits: &ExitRegistry,
         shutdown: &CancellationToken,
     ) -> Result<(), ZygoteError> {
-        let mut pending: Vec<(u64, oneshot::Sender<Result<SpawnedWorker, ZygoteError>>)> = Vec::new();
         let result = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
@@ -197,50 +211,28 @@ impl RunningZygote {
                     let mut fds = vec![request.fds.control.as_fd(), request.fds.stdout.as_fd(), request.fds.stderr.as_fd()];
                     fds.extend(request.fds.cgroup_procs.iter().map(AsFd::as_fd));
                     if let Err(error) = self.writer.send(&command, &fds).await {
-                        let _ = request.reply.send(Err(ZygoteError::Died));
                         break Err(error.into());
                     }
-                    pending.push((request.worker_id, request.reply));
                 }
                 event = self.reader.recv::<ZygoteEvent>() => match event {
-                    Ok(Some(event)) => handle_event(event, &mut pending, exits),
+                    Ok(Some(event)) => handle_event(event, exits),
                     Ok(None) => break Err(ZygoteError::Died),
                     Err(error) => break Err(error.into()),
                 },
             }
         };
-        for (_, reply) in pending {
-            let _ = reply.send(Err(ZygoteError::Died));
-        }
         let _ = kill(self.pid, Signal::SIGKILL);
         result
     }
 }
 
-fn handle_event(
-    event: ZygoteEvent,
-    pending: &mut Vec<(u64, oneshot::Sender<Result<SpawnedWorker, ZygoteError>>)>,
-    exits: &ExitRegistry,
-) {
-    let mut answer = |worker_id: u64, result: Result<SpawnedWorker, ZygoteError>| {
-        if let Some(index) = pending.iter().position(|(id, _)| *id == worker_id) {
-            let (_, reply) = pending.swap_remove(index);
-            let _ = reply.send(result);
-        }
-    };
+fn handle_event(event: ZygoteEvent, exits: &ExitRegistry) {
     match event.event {
-        Some(zygote_event::Event::Spawned(spawned)) => {
-            let pid = Pid::from_raw(spawned.pid as i32);
-            // Watch before anything can report this pid's exit: the zygote
-            // reports `Spawned` before it reaps.
-            let exit = exits.watch(pid);
-            answer(spawned.worker_id, Ok(SpawnedWorker { pid, exit }));
+        Some(zygote_event::Event::Exited(exited)) => {
+            exits.deliver(exited.worker_id, WorkerEnd::Exited(ExitStatus::from_raw(exited.wait_status)));
         }
         Some(zygote_event::Event::SpawnFailed(failed)) => {
-            answer(failed.worker_id, Err(ZygoteError::ForkFailed(failed.error)));
-        }
-        Some(zygote_event::Event::Exited(exited)) => {
-            exits.deliver(Pid::from_raw(exited.pid as i32), ExitStatus::from_raw(exited.wait_status));
+            exits.deliver(failed.worker_id, WorkerEnd::NotForked(failed.error));
         }
         Some(zygote_event::Event::Ready(_)) | None => {
             tracing::warn!("unexpected event from the zygote");

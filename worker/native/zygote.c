@@ -24,7 +24,13 @@
  * The protocol is pyclave.worker.v1 (proto/pyclave/v1/worker.proto):
  * `ZygoteCommand` frames in, `ZygoteEvent` frames out. A Spawn's fds (the
  * worker's channel, stdout, stderr, then `cgroup_fds` cgroup.procs files)
- * arrive as SCM_RIGHTS with the first byte of its frame.
+ * arrive as SCM_RIGHTS with the first byte of its frame. A successful spawn
+ * is not answered (the worker reports ready itself). Exits with status 0 (a
+ * worker that reported its result, or was retired while idle) are held back
+ * up to EXIT_HOLD_NS and sent together; the supervisor waits for none of
+ * them, and every event it reads wakes it (a context switch costs it more
+ * than its whole share of a job). Any other exit, and a failed spawn, goes
+ * at once, with whatever is held.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,6 +43,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "native.h"
@@ -47,6 +54,9 @@
 #define MAX_FDS_PER_SPAWN 8
 #define MAX_QUEUED_FDS (4 * MAX_FDS_PER_SPAWN)
 #define MAX_ERROR_BYTES 512
+/* Room for any one event frame. */
+#define MAX_EVENT_BYTES (PYCLAVE_FRAME_HEADER_BYTES + 2 + PYCLAVE_VARINT_MAX_BYTES + MAX_ERROR_BYTES + 64)
+#define EXIT_HOLD_NS (10 * 1000 * 1000L)
 
 /* Field numbers (worker.proto). */
 enum {
@@ -55,15 +65,13 @@ enum {
     SPAWN_UID = 2,
     SPAWN_GID = 3,
     SPAWN_CGROUP_FDS = 4,
-    EVENT_SPAWNED = 2,
     EVENT_EXITED = 3,
     EVENT_SPAWN_FAILED = 4,
-    SPAWNED_WORKER_ID = 1,
-    SPAWNED_PID = 2,
     SPAWN_FAILED_WORKER_ID = 1,
     SPAWN_FAILED_ERROR = 2,
     EXITED_PID = 1,
     EXITED_WAIT_STATUS = 2,
+    EXITED_WORKER_ID = 3,
 };
 
 struct spawn_request {
@@ -93,6 +101,7 @@ static const struct network_namespace NO_NETWORK_NAMESPACE = {-1, -1};
 
 struct live_worker {
     pid_t pid;
+    uint64_t worker_id;
     struct network_namespace network;
 };
 
@@ -110,10 +119,18 @@ struct namespace_pool {
     size_t capacity;
 };
 
+/* Event frames not yet sent; `held_since` is when the oldest was queued. */
+struct outbox {
+    uint8_t bytes[16 * MAX_EVENT_BYTES];
+    size_t length;
+    struct timespec held_since;
+};
+
 struct server {
     const struct pyclave_plan *plan;
     int control;
     struct inbox inbox;
+    struct outbox outbox;
     struct worker_set workers;
     struct namespace_pool network_namespaces;
     int home_network_namespace; /* the zygote's own */
@@ -144,30 +161,54 @@ static int write_all(int fd, const uint8_t *data, size_t length) {
     return 0;
 }
 
-/* Writes a `ZygoteEvent` whose one field `event_field` holds `body`. */
-static int send_event(struct server *server, uint32_t event_field, const uint8_t *body, size_t body_length) {
-    uint8_t frame[PYCLAVE_FRAME_HEADER_BYTES + 1 + PYCLAVE_VARINT_MAX_BYTES + MAX_ERROR_BYTES + 64];
+/* Sends every queued event. */
+static int flush_events(struct server *server) {
+    struct outbox *outbox = &server->outbox;
+    if (outbox->length == 0)
+        return 0;
+    if (write_all(server->control, outbox->bytes, outbox->length) == -1)
+        return fail_with(server, "write to the supervisor");
+    outbox->length = 0;
+    return 0;
+}
+
+/* Queues a `ZygoteEvent` whose one field `event_field` holds `body`, and
+   sends the queue unless the event may be held back. */
+static int send_event(struct server *server, uint32_t event_field, const uint8_t *body, size_t body_length,
+                      int hold) {
+    struct outbox *outbox = &server->outbox;
+    if (sizeof outbox->bytes - outbox->length < MAX_EVENT_BYTES && flush_events(server) == -1)
+        return -1;
+    if (outbox->length == 0)
+        clock_gettime(CLOCK_MONOTONIC, &outbox->held_since);
+    uint8_t *frame = outbox->bytes + outbox->length;
     size_t length = PYCLAVE_FRAME_HEADER_BYTES;
     frame[length++] = (uint8_t)(event_field << 3 | PYCLAVE_WIRE_LENGTH_DELIMITED);
     length += pyclave_put_varint(frame + length, body_length);
     memcpy(frame + length, body, body_length);
     length += body_length;
     pyclave_put_frame_header(frame, (uint32_t)(length - PYCLAVE_FRAME_HEADER_BYTES));
-    if (write_all(server->control, frame, length) == -1)
-        return fail_with(server, "write to the supervisor");
-    return 0;
+    outbox->length += length;
+    return hold ? 0 : flush_events(server);
+}
+
+/* How long held events may still wait, as a ppoll timeout (NULL: none are
+   held); 0 once they are due. */
+static const struct timespec *hold_left(const struct server *server, struct timespec *left) {
+    if (server->outbox.length == 0)
+        return NULL;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    const struct timespec *since = &server->outbox.held_since;
+    long waited = (now.tv_sec - since->tv_sec) * 1000000000L + (now.tv_nsec - since->tv_nsec);
+    long remaining = waited >= EXIT_HOLD_NS ? 0 : EXIT_HOLD_NS - waited;
+    *left = (struct timespec){.tv_sec = 0, .tv_nsec = remaining};
+    return left;
 }
 
 static size_t put_varint_field(uint8_t *out, uint32_t field, uint64_t value) {
     out[0] = (uint8_t)(field << 3 | PYCLAVE_WIRE_VARINT);
     return 1 + pyclave_put_varint(out + 1, value);
-}
-
-static int send_spawned(struct server *server, uint64_t worker_id, pid_t pid) {
-    uint8_t body[2 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
-    size_t length = put_varint_field(body, SPAWNED_WORKER_ID, worker_id);
-    length += put_varint_field(body + length, SPAWNED_PID, (uint64_t)pid);
-    return send_event(server, EVENT_SPAWNED, body, length);
 }
 
 static int send_spawn_failed(struct server *server, uint64_t worker_id, const char *reason) {
@@ -178,15 +219,17 @@ static int send_spawn_failed(struct server *server, uint64_t worker_id, const ch
     length += pyclave_put_varint(body + length, reason_length);
     memcpy(body + length, reason, reason_length);
     length += reason_length;
-    return send_event(server, EVENT_SPAWN_FAILED, body, length);
+    return send_event(server, EVENT_SPAWN_FAILED, body, length, 0);
 }
 
-static int send_exited(struct server *server, pid_t pid, int wait_status) {
-    uint8_t body[2 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
-    size_t length = put_varint_field(body, EXITED_PID, (uint64_t)pid);
+static int send_exited(struct server *server, const struct live_worker *worker, int wait_status) {
+    uint8_t body[3 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
+    size_t length = put_varint_field(body, EXITED_PID, (uint64_t)worker->pid);
     /* int32: negative values are sign-extended to ten bytes. */
     length += put_varint_field(body + length, EXITED_WAIT_STATUS, (uint64_t)(int64_t)wait_status);
-    return send_event(server, EVENT_EXITED, body, length);
+    length += put_varint_field(body + length, EXITED_WORKER_ID, worker->worker_id);
+    int clean = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
+    return send_event(server, EVENT_EXITED, body, length, clean);
 }
 
 /* Grows `*items` (of `size` bytes each) to hold one more. */
@@ -291,7 +334,7 @@ static int reap(struct server *server) {
             continue;
         /* Every process of the job is gone (see the top of this file). */
         return_network_namespace(server, worker.network);
-        if (send_exited(server, pid, status) == -1)
+        if (send_exited(server, &worker, status) == -1)
             return -1;
     }
 }
@@ -434,10 +477,11 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
     struct network_namespace network = NO_NETWORK_NAMESPACE;
     int taken = server->plan->namespaces ? take_network_namespace(server, &network) : 0;
     if (taken < 0) {
+        /* Reported before the worker's channel closes: the supervisor, seeing it
+           closed, looks for the reason. */
+        int reported = taken == -2 ? -1 : send_spawn_failed(server, spawn->worker_id, server->error);
         close_fds(fds, count);
-        if (taken == -2)
-            return -1;
-        return send_spawn_failed(server, spawn->worker_id, server->error) == -1 ? -1 : 1;
+        return reported == -1 ? -1 : 1;
     }
     /* Room for the worker before it exists: once forked, it must be known. */
     struct worker_set *set = &server->workers;
@@ -465,13 +509,15 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         spawned->confinement_us = worker.confinement_us;
         return pid;
     }
-    close_fds(fds, count);
     if (pid == -1) {
         return_network_namespace(server, network);
-        return send_spawn_failed(server, spawn->worker_id, server->error) == -1 ? -1 : 1;
+        int reported = send_spawn_failed(server, spawn->worker_id, server->error);
+        close_fds(fds, count);
+        return reported == -1 ? -1 : 1;
     }
-    set->workers[set->count++] = (struct live_worker){.pid = pid, .network = network};
-    return send_spawned(server, spawn->worker_id, pid) == -1 ? -1 : 1;
+    close_fds(fds, count);
+    set->workers[set->count++] = (struct live_worker){.pid = pid, .worker_id = spawn->worker_id, .network = network};
+    return 1;
 }
 
 /* Runs every complete command in the inbox. 1 to go on; otherwise what
@@ -565,9 +611,13 @@ int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_s
 
     for (;;) {
         struct pollfd control_poll = {.fd = control, .events = POLLIN};
-        if (ppoll(&control_poll, 1, NULL, &while_waiting) == -1 && errno != EINTR)
+        struct timespec left;
+        if (ppoll(&control_poll, 1, hold_left(&server, &left), &while_waiting) == -1 && errno != EINTR)
             return stop_serving(&server, fail_with(&server, "ppoll"));
         if (reap(&server) == -1)
+            return stop_serving(&server, -1);
+        const struct timespec *held = hold_left(&server, &left);
+        if (held != NULL && held->tv_nsec == 0 && flush_events(&server) == -1)
             return stop_serving(&server, -1);
         if (control_poll.revents & POLLNVAL) {
             errno = EBADF;
