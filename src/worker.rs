@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::OFlag;
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -117,6 +118,8 @@ pub struct Worker {
     _uid: UidLease,
     reader: FrameReader,
     writer: FrameWriter,
+    /// The read end of the worker's start pipe.
+    started: OwnedFd,
     exit: ExitWatch,
     stdout: Capture,
     stderr: Capture,
@@ -159,6 +162,9 @@ impl Worker {
         let spawn_requested = Instant::now();
         let (ours, theirs) = attempt!(std::os::unix::net::UnixStream::pair());
         let (stdout, stderr) = (attempt!(CapturePipe::new()), attempt!(CapturePipe::new()));
+        // Never polled: read only if the worker dies.
+        let (started, started_by_worker) =
+            attempt!(nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(std::io::Error::from));
         // The worker joins its cgroup first thing, before it confines itself
         // and long before any job reaches it.
         let cgroup_procs = match &birth.tree {
@@ -175,7 +181,13 @@ impl Worker {
         let cap = settings.limits.max_captured_output_bytes as usize;
         let stdout_capture = attempt!(Capture::start(stdout.read, cap));
         let stderr_capture = attempt!(Capture::start(stderr.read, cap));
-        let fds = WorkerFds { control: theirs.into(), stdout: stdout.write, stderr: stderr.write, cgroup_procs };
+        let fds = WorkerFds {
+            control: theirs.into(),
+            stdout: stdout.write,
+            stderr: stderr.write,
+            started: started_by_worker,
+            cgroup_procs,
+        };
         birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds).await));
 
         let first = tokio::time::timeout(READY_TIMEOUT, reader.recv::<WorkerEvent>()).await;
@@ -218,6 +230,7 @@ impl Worker {
             _uid: uid,
             reader,
             writer,
+            started,
             exit: ExitWatch::new(end),
             stdout: stdout_capture,
             stderr: stderr_capture,
@@ -241,17 +254,18 @@ impl Worker {
         }
     }
 
-    /// Reads the events a dead worker left in the channel, up to its end.
-    async fn drain_events(&mut self, progress: &mut Progress) -> Ending {
-        loop {
-            match tokio::time::timeout(DRAIN_TIMEOUT, self.reader.recv::<WorkerEvent>()).await {
-                Ok(event) => match read_event(event, progress) {
-                    Some(ending) => return ending,
-                    None => continue,
-                },
-                Err(_) => return Ending::Died,
-            }
+    /// What a dead worker's last event in the channel says.
+    async fn last_event(&mut self, blocked_syscall: &mut Option<u32>) -> Ending {
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.reader.recv::<WorkerEvent>()).await {
+            Ok(event) => read_event(event, blocked_syscall),
+            Err(_) => Ending::Died,
         }
+    }
+
+    /// Whether the worker marked its job's start (see `worker.py`): if not,
+    /// the user's code never ran.
+    fn job_reached_worker(&self) -> bool {
+        matches!(nix::unistd::read(&self.started, &mut [0; 1]), Ok(1))
     }
 
     /// Retires an idle worker that will get no job.
@@ -263,8 +277,8 @@ impl Worker {
     /// no longer captured (nothing the job's answer needs is left in them),
     /// so its exit wakes nobody but the zygote.
     fn into_remains(self) -> Remains {
-        let Self { tree, exit, exit_ends_job, _uid, reader, writer, stdout, stderr, .. } = self;
-        drop((reader, writer));
+        let Self { tree, exit, exit_ends_job, _uid, reader, writer, started, stdout, stderr, .. } = self;
+        drop((reader, writer, started));
         stdout.stop();
         stderr.stop();
         Remains { tree, exit, exit_ends_job, _uid }
@@ -314,27 +328,21 @@ impl Worker {
         drop(fds);
 
         let mut exit = None;
-        let mut progress = Progress::default();
+        let mut blocked_syscall = None;
         let ending = if sent.is_err() {
             Some(Ending::Died)
         } else {
             let wall_deadline = tokio::time::sleep(limits.wall_timeout);
             let cpu_deadline = cpu_deadline(&self.tree, cpu_baseline, limits.cpu_timeout, settings.cores);
-            tokio::pin!(wall_deadline, cpu_deadline);
-            loop {
-                break tokio::select! {
-                    event = self.reader.recv::<WorkerEvent>() => match read_event(event, &mut progress) {
-                        Some(ending) => Some(ending),
-                        None => continue,
-                    },
-                    status = &mut self.exit => {
-                        exit = status;
-                        Some(Ending::Died)
-                    }
-                    () = &mut wall_deadline => Some(Ending::WallTimeout),
-                    () = &mut cpu_deadline => Some(Ending::CpuTimeout),
-                    () = cancel.cancelled() => None,
-                };
+            tokio::select! {
+                event = self.reader.recv::<WorkerEvent>() => Some(read_event(event, &mut blocked_syscall)),
+                status = &mut self.exit => {
+                    exit = status;
+                    Some(Ending::Died)
+                }
+                () = wall_deadline => Some(Ending::WallTimeout),
+                () = cpu_deadline => Some(Ending::CpuTimeout),
+                () = cancel.cancelled() => None,
             }
         };
         let Some(mut ending) = ending else {
@@ -345,7 +353,6 @@ impl Worker {
         // without a cgroup the worker process is all there is to read.
         let Measured { cpu_time, peak_memory_bytes, oom_kills } = self.measure(cpu_baseline);
 
-        let blocked_syscall = progress.blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
         if let Ending::Reported(result) = &ending
             && !reports_table(result)
         {
@@ -355,6 +362,7 @@ impl Worker {
             let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
             let wall_time = dispatched_at.elapsed();
             tokio::spawn(self.into_remains().clean_up(exit.is_some()));
+            let blocked_syscall = blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
             let kind =
                 outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
             let usage = usage(queue_time, wall_time, cpu_time, peak_memory_bytes);
@@ -367,11 +375,11 @@ impl Worker {
             tracing::error!(%error, "cannot kill a job's processes");
         }
         if matches!(ending, Ending::Died) {
-            // The worker's exit can be seen before the events it sent just
-            // before exiting: read whatever is still buffered.
-            ending = self.drain_events(&mut progress).await;
+            // The worker's exit can be seen before the event it sent just
+            // before exiting: read it if it is there.
+            ending = self.last_event(&mut blocked_syscall).await;
         }
-        if !progress.started && matches!(ending, Ending::Died) {
+        if matches!(ending, Ending::Died) && !self.job_reached_worker() {
             self.retire().await;
             return RunEnd::NotStarted(spec);
         }
@@ -386,6 +394,7 @@ impl Worker {
         let tree = self.tree;
         tokio::spawn(async move { tree.release() });
 
+        let blocked_syscall = blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
         let mut kind =
             outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
         let mut table = None;
@@ -490,26 +499,13 @@ struct Measured {
     oom_kills: u64,
 }
 
-/// What a worker reported on the way to its job's end.
-#[derive(Debug, Default)]
-struct Progress {
-    /// The job reached the worker (the user's code may have run).
-    started: bool,
-    /// Seccomp refused this syscall; SIGSYS follows.
-    blocked_syscall: Option<u32>,
-}
-
-/// What one read from a worker's channel means: `None` for progress
-/// (recorded in `progress`), else how the job ended.
-fn read_event(event: Result<Option<WorkerEvent>, ChannelError>, progress: &mut Progress) -> Option<Ending> {
-    Some(match event {
-        Ok(Some(WorkerEvent { event: Some(worker_event::Event::Started(_)) })) if !progress.started => {
-            progress.started = true;
-            return None;
-        }
+/// How a job ended, by what was read from its worker's channel; a syscall
+/// seccomp refused (SIGSYS follows) goes into `blocked_syscall`.
+fn read_event(event: Result<Option<WorkerEvent>, ChannelError>, blocked_syscall: &mut Option<u32>) -> Ending {
+    match event {
         // Seccomp refused a syscall: the job ends here, whatever it does next.
-        Ok(Some(WorkerEvent { event: Some(worker_event::Event::BlockedSyscall(blocked)) })) if progress.started => {
-            progress.blocked_syscall = Some(blocked.number);
+        Ok(Some(WorkerEvent { event: Some(worker_event::Event::BlockedSyscall(blocked)) })) => {
+            *blocked_syscall = Some(blocked.number);
             Ending::Died
         }
         Ok(Some(WorkerEvent { event: Some(worker_event::Event::Result(result)) })) => Ending::Reported(result),
@@ -517,7 +513,7 @@ fn read_event(event: Result<Option<WorkerEvent>, ChannelError>, progress: &mut P
         // A dead peer shows as EOF, a reset or a cut-off frame.
         Ok(None) | Err(ChannelError::Io(_) | ChannelError::TruncatedFrame) => Ending::Died,
         Err(error) => Ending::Malformed(crate::zygote::error_chain(&error)),
-    })
+    }
 }
 
 /// Seals and validates the output off the async threads (validating a big

@@ -55,12 +55,13 @@ pub enum ZygoteError {
     ShuttingDown,
 }
 
-/// What the zygote hands a new worker: the worker's ends of its three
-/// channels and its cgroup's `cgroup.procs` files.
+/// What the zygote hands a new worker: the worker's ends of its channel,
+/// its output pipes and its start pipe, and its cgroup's `cgroup.procs` files.
 pub struct WorkerFds {
     pub control: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub started: OwnedFd,
     pub cgroup_procs: Vec<std::sync::Arc<std::fs::File>>,
 }
 
@@ -208,8 +209,9 @@ impl RunningZygote {
                         cgroup_fds: request.fds.cgroup_procs.len() as u32,
                     };
                     let command = ZygoteCommand { command: Some(zygote_command::Command::Spawn(spawn)) };
-                    let mut fds = vec![request.fds.control.as_fd(), request.fds.stdout.as_fd(), request.fds.stderr.as_fd()];
-                    fds.extend(request.fds.cgroup_procs.iter().map(AsFd::as_fd));
+                    let WorkerFds { control, stdout, stderr, started, cgroup_procs } = &request.fds;
+                    let mut fds = vec![control.as_fd(), stdout.as_fd(), stderr.as_fd(), started.as_fd()];
+                    fds.extend(cgroup_procs.iter().map(AsFd::as_fd));
                     if let Err(error) = self.writer.send(&command, &fds).await {
                         break Err(error.into());
                     }

@@ -61,6 +61,37 @@ async fn every_job_runs_in_a_fresh_process() {
 }
 
 #[tokio::test]
+async fn a_job_whose_worker_dies_before_reading_it_runs_on_another_worker() {
+    use nix::sys::signal::{Signal, kill};
+    let supervisor = Supervisor::start("[pool]\nworkers = 1\n");
+    let mut client = supervisor.client().await;
+    let zygote = zygote_pid(&supervisor);
+    // The one worker, ready: blocked reading its channel, which it does
+    // only once it has reported ready.
+    let mut worker = 0;
+    wait_until("the worker waits for its job", Duration::from_secs(30), || {
+        let idle: Vec<i32> = children_of(zygote)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w == "unix_stream_read_generic")
+            })
+            .collect();
+        worker = idle.first().copied().unwrap_or(0);
+        idle.len() == 1
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await; // its `ready` is read
+    let worker = nix::unistd::Pid::from_raw(worker);
+    kill(worker, Signal::SIGSTOP).expect("stop the worker");
+    let id = client.submit(exec("def main():\n    return 'ran'\n"), None).await.expect("submit");
+    // The job goes to the stopped worker, which never reads it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(worker, Signal::SIGKILL).expect("kill the worker");
+    let reply = client.next_reply().await.expect("reply");
+    assert_eq!(reply.id, id);
+    assert_eq!(ok_json(&reply), "\"ran\"", "the job ran on the replacement, not reported killed");
+}
+
+#[tokio::test]
 async fn zygote_is_single_threaded_and_restarts_after_being_killed() {
     let mut supervisor = Supervisor::start("[pool]\nworkers = 2\n");
     let mut client = supervisor.client().await;

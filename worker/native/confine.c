@@ -165,16 +165,21 @@ static int enter_root(const struct pyclave_plan *plan, struct failure *failure) 
     return 0;
 }
 
-/* Keeps 0, 1, 2 (stdout and stderr now the capture pipes) and the channel,
-   which no exec'd program may inherit. */
+/* Keeps 0, 1, 2 (stdout and stderr now the capture pipes), the channel and
+   the start pipe, which no exec'd program may inherit. Both arrived with
+   the Spawn, so both are above 2. */
 static int keep_only_job_fds(const struct pyclave_worker *worker, struct failure *failure) {
     CHECK(dup2(worker->stdout_fd, 1), "stdout");
     CHECK(dup2(worker->stderr_fd, 2), "stderr");
-    int channel = worker->channel_fd;
-    CHECK(fcntl(channel, F_SETFD, FD_CLOEXEC), "channel close-on-exec");
-    if (channel > 3)
-        CHECK(syscall(SYS_close_range, 3, channel - 1, 0), "close inherited fds");
-    CHECK(syscall(SYS_close_range, channel + 1, ~0U, 0), "close inherited fds");
+    CHECK(fcntl(worker->channel_fd, F_SETFD, FD_CLOEXEC), "channel close-on-exec");
+    CHECK(fcntl(worker->started_fd, F_SETFD, FD_CLOEXEC), "start pipe close-on-exec");
+    int low = worker->channel_fd < worker->started_fd ? worker->channel_fd : worker->started_fd;
+    int high = worker->channel_fd < worker->started_fd ? worker->started_fd : worker->channel_fd;
+    if (low > 3)
+        CHECK(syscall(SYS_close_range, 3, low - 1, 0), "close inherited fds");
+    if (high > low + 1)
+        CHECK(syscall(SYS_close_range, low + 1, high - 1, 0), "close inherited fds");
+    CHECK(syscall(SYS_close_range, high + 1, ~0U, 0), "close inherited fds");
     return 0;
 }
 

@@ -65,6 +65,7 @@ struct pyclave_worker {
     int32_t channel_fd;
     int32_t stdout_fd;
     int32_t stderr_fd;
+    int32_t started_fd; /* the start pipe: one byte once the job reached the worker */
     const int32_t *cgroup_fds;
     uint64_t cgroup_fd_count;
     /* The network namespace to enter: no other live worker's. */
@@ -83,6 +84,7 @@ uint64_t pyclave_monotonic_us(void);
 /* zygote.c: what a new worker needs to go on in Python. */
 struct pyclave_spawned {
     int32_t channel_fd;
+    int32_t started_fd;
     uint64_t confinement_us;
 };
 int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_spawned *spawned, char *error,

@@ -23,7 +23,8 @@
  *
  * The protocol is pyclave.worker.v1 (proto/pyclave/v1/worker.proto):
  * `ZygoteCommand` frames in, `ZygoteEvent` frames out. A Spawn's fds (the
- * worker's channel, stdout, stderr, then `cgroup_fds` cgroup.procs files)
+ * worker's channel, stdout, stderr, start pipe, then `cgroup_fds`
+ * cgroup.procs files)
  * arrive as SCM_RIGHTS with the first byte of its frame. A successful spawn
  * is not answered (the worker reports ready itself). Exits with status 0 (a
  * worker that reported its result, or was retired while idle) are held back
@@ -50,7 +51,9 @@
 
 /* The zygote.py limit on a command frame. */
 #define MAX_COMMAND_BYTES (64 * 1024)
-/* Fds a Spawn carries at most: channel, stdout, stderr, three cgroups. */
+/* Fds a Spawn carries: channel, stdout, stderr, start pipe, then up to four
+   cgroups. */
+#define FIXED_FDS_PER_SPAWN 4
 #define MAX_FDS_PER_SPAWN 8
 #define MAX_QUEUED_FDS (4 * MAX_FDS_PER_SPAWN)
 #define MAX_ERROR_BYTES 512
@@ -467,7 +470,7 @@ static void close_fds(const int *fds, size_t count) {
 static int spawn_worker(struct server *server, const struct spawn_request *spawn, const sigset_t *worker_mask,
                         struct pyclave_spawned *spawned) {
     int fds[MAX_FDS_PER_SPAWN];
-    size_t count = 3 + (size_t)spawn->cgroup_fds;
+    size_t count = FIXED_FDS_PER_SPAWN + (size_t)spawn->cgroup_fds;
     if (count > MAX_FDS_PER_SPAWN) {
         errno = EPROTO;
         return fail_with(server, "a spawn with too many cgroup fds");
@@ -496,7 +499,8 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         .channel_fd = fds[0],
         .stdout_fd = fds[1],
         .stderr_fd = fds[2],
-        .cgroup_fds = fds + 3,
+        .started_fd = fds[3],
+        .cgroup_fds = fds + FIXED_FDS_PER_SPAWN,
         .cgroup_fd_count = spawn->cgroup_fds,
         .network_namespace = network.fd,
     };
@@ -506,6 +510,7 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         signal(SIGCHLD, SIG_DFL);
         sigprocmask(SIG_SETMASK, worker_mask, NULL);
         spawned->channel_fd = worker.channel_fd;
+        spawned->started_fd = worker.started_fd;
         spawned->confinement_us = worker.confinement_us;
         return pid;
     }

@@ -21,9 +21,11 @@ _REHEARSAL = worker_pb2.WorkerJob(
 ).SerializeToString()
 
 
-def run(channel_fd: int, confinement_us: int, numpy_reseeded: bool) -> None:
+def run(channel_fd: int, started_fd: int, confinement_us: int, numpy_reseeded: bool) -> None:
     """In the confined worker; never returns normally: the process exits
-    after its one job."""
+    after its one job. Once the job has arrived, one byte into the start
+    pipe (`started_fd`, closed before the user's code runs) tells the
+    supervisor, should the worker die, that the job reached it."""
     channel = socket.socket(fileno=channel_fd)
     _reseed(numpy_reseeded)
     _rehearse()
@@ -36,7 +38,8 @@ def run(channel_fd: int, confinement_us: int, numpy_reseeded: bool) -> None:
     request = worker_pb2.WorkerJob.FromString(frame)
     input_fd = reader.take_fd() if request.has_input_table else None
     output_fd = reader.take_fd() if request.has_output_table else None
-    _send(channel, worker_pb2.WorkerEvent(started=worker_pb2.JobStarted()))
+    os.write(started_fd, b"\x01")
+    os.close(started_fd)
     result = job.execute(request, input_fd, output_fd)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -68,7 +71,6 @@ def _rehearse() -> None:
     with ours, theirs:
         wire.send_frame(theirs, _REHEARSAL)
         request = worker_pb2.WorkerJob.FromString(wire.FrameReader(ours, _MAX_JOB_FRAME_BYTES).read_frame())
-        _send(theirs, worker_pb2.WorkerEvent(started=worker_pb2.JobStarted()))
         result = job.execute(request, None, None)
         _send(theirs, worker_pb2.WorkerEvent(result=result))
 
