@@ -106,14 +106,8 @@ impl FrameReader {
         self.keeps_fds = false;
     }
 
-    /// Has the kernel attach the sender's credentials to what is read from
-    /// now on: [`FrameReader::sender_pid`] says who sent a frame, as a pid
-    /// of this process's pid namespace.
-    pub fn pass_credentials(&self) -> io::Result<()> {
-        Ok(nix::sys::socket::setsockopt(self.stream.get_ref(), nix::sys::socket::sockopt::PassCred, &true)?)
-    }
-
-    /// Who sent the bytes read last (see [`FrameReader::pass_credentials`]).
+    /// Who sent the bytes read last, when they came with credentials (see
+    /// [`pass_credentials`]).
     pub fn sender_pid(&self) -> Option<i32> {
         self.sender_pid
     }
@@ -229,6 +223,13 @@ impl FrameWriter {
     }
 }
 
+/// Has the kernel attach the sender's credentials to whatever is sent to
+/// `socket` from now on: [`FrameReader::sender_pid`] then says who sent a
+/// frame, as a pid of this process's pid namespace.
+pub fn pass_credentials(socket: &UnixStream) -> io::Result<()> {
+    Ok(nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::PassCred, &true)?)
+}
+
 /// Registers `stream` with the current runtime's reactor for `interest`.
 fn register(stream: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixStream>> {
     // SAFETY: the `AsyncFd` owns `stream`, whose `as_raw_fd` is the same open
@@ -304,9 +305,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_passing_credentials_knows_the_sender() {
-        let ((_, mut writer), (mut reader, _)) = pair(1 << 20);
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        pass_credentials(&b).expect("SO_PASSCRED");
+        let ((_, mut writer), (mut reader, _)) = (split(a, 1024).expect("split"), split(b, 1024).expect("split"));
         assert_eq!(reader.sender_pid(), None);
-        reader.pass_credentials().expect("SO_PASSCRED");
         writer.send(&request(1, "a"), &[]).await.expect("send");
         reader.recv::<Request>().await.expect("recv").expect("frame");
         assert_eq!(reader.sender_pid(), Some(std::process::id() as i32));

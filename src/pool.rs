@@ -1,12 +1,16 @@
 //! The pool of warm workers and the queue in front of it.
 //!
-//! Each worker lives in its own task: it is started (off any job's path),
-//! offers itself to the dispatcher, runs the one job it is given, and once
-//! that job is answered starts its own replacement (forking while the job
-//! runs would take CPU from it; the other warm workers serve meanwhile). The dispatcher takes queued
-//! jobs in order, bounded by the number of jobs allowed to run at once, and
-//! hands each to the next idle worker; offers from workers that died while
-//! idle are skipped. The queue is bounded: a full queue rejects at once.
+//! Each worker lives in its own task: it is asked of the zygote (off any
+//! job's path) and offers itself to the dispatcher at once; its `ready` is
+//! read only when it is given a job (offers are taken oldest first, so by
+//! then it has almost always been ready for a while). It runs that one job,
+//! and once the job is answered starts its own replacement (forking while
+//! the job runs would take CPU from it; the other warm workers serve
+//! meanwhile). The dispatcher takes queued jobs in order, bounded by the
+//! number of jobs allowed to run at once, and hands each to the next idle
+//! worker; offers from workers that died while idle are skipped, and a job
+//! whose worker fails before the job reaches it goes to another. The queue
+//! is bounded: a full queue rejects at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,7 +155,8 @@ impl Pool {
             spawn,
             shutdown: shutdown.clone(),
         });
-        let trial = Worker::start(&shared.settings(), 0).await?;
+        let trial_settings = shared.settings();
+        let trial = Worker::ready(Worker::spawn(&trial_settings, 0).await?, &trial_settings).await?;
         trial.retire().await;
         for _ in 0..settings.workers {
             shared.replace_worker();
@@ -242,8 +247,8 @@ async fn worker_task(shared: Arc<Shared>) {
     }
     let id = shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
     let settings = shared.settings();
-    let mut worker = match Worker::start(&settings, id).await {
-        Ok(worker) => worker,
+    let mut worker = match Worker::spawn(&settings, id).await {
+        Ok(spawning) => spawning,
         Err(error) => {
             tracing::warn!(worker = id, error = %error_chain(&error), "cannot start a worker; retrying");
             tokio::time::sleep(RESTART_DELAY).await;
@@ -251,9 +256,10 @@ async fn worker_task(shared: Arc<Shared>) {
             return;
         }
     };
+    // Offered before it is ready: its `ready` is read when a job comes.
     let (offer, mut assigned) = oneshot::channel();
     if shared.idle.send(offer).is_err() {
-        worker.retire().await;
+        worker.retire(settings.zygote).await;
         return;
     }
     let end = tokio::select! {
@@ -271,7 +277,14 @@ async fn worker_task(shared: Arc<Shared>) {
     match end {
         IdleEnd::Assigned(Assignment { job, _running }) => {
             let QueuedJob { id: job_id, spec, accepted_at, cancel, reply, in_flight, lost_workers } = job;
-            match worker.run(spec, &settings, &cancel, accepted_at.elapsed()).await {
+            let ran = match Worker::ready(worker, &settings).await {
+                Ok(worker) => worker.run(spec, &settings, &cancel, accepted_at.elapsed()).await,
+                Err(error) => {
+                    tracing::warn!(worker = id, error = %error_chain(&error), "worker failed before its job");
+                    RunEnd::NotStarted(spec)
+                }
+            };
+            match ran {
                 RunEnd::Finished(finished) => {
                     let _ = reply.send((job_id, finished));
                 }
@@ -302,17 +315,17 @@ async fn worker_task(shared: Arc<Shared>) {
             // would otherwise compete for (other warm workers serve meanwhile).
             shared.replace_worker();
         }
-        IdleEnd::Died(_) if shared.shutdown.is_cancelled() => worker.retire().await,
+        IdleEnd::Died(_) if shared.shutdown.is_cancelled() => worker.retire(settings.zygote).await,
         IdleEnd::Died(status) => {
-            tracing::warn!(worker = id, pid = %worker.pid(), ?status, "idle worker died; replacing it");
-            worker.retire().await;
+            tracing::warn!(worker = id, ?status, "idle worker died; replacing it");
+            worker.retire(settings.zygote).await;
             if let Some(assignment) = orphaned {
                 let _ = shared.retry.send(assignment);
             }
             shared.replace_worker();
         }
         IdleEnd::Shutdown => {
-            worker.retire().await;
+            worker.retire(settings.zygote).await;
             if let Some(assignment) = orphaned {
                 assignment.job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
             }

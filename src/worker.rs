@@ -1,11 +1,12 @@
 //! One worker process: born from the zygote into its own cgroup, ready
 //! before any job exists, runs exactly one job, and is gone.
 //!
-//! [`Worker::start`] does everything off the job's path: uid, cgroup,
-//! channels, fork (the worker joins its cgroup and confines itself), the wait
-//! for `ready`. [`Worker::run`] sends the job, watches the deadlines, turns
-//! what it saw into the outcome, and makes sure nothing of the job is left
-//! (before the answer when there is a table to validate, after it otherwise).
+//! [`Worker::spawn`] does everything off the job's path: uid, cgroup,
+//! channels, fork (the worker joins its cgroup and confines itself).
+//! [`Worker::ready`] reads its `ready` once a job is there for it.
+//! [`Worker::run`] sends the job, watches the deadlines, turns what it saw
+//! into the outcome, and makes sure nothing of the job is left (before the
+//! answer when there is a table to validate, after it otherwise).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::job::JobSpec;
 use crate::job_tree::JobTree;
 use crate::outcome::{self, Ending, Evidence};
 use crate::proto::api::{self, CapturedOutput, Usage, outcome::Kind};
-use crate::proto::worker::{WorkerEvent, WorkerJob, worker_event};
+use crate::proto::worker::{WorkerEvent, WorkerJob, WorkerReady, worker_event};
 use crate::reaper::{ExitStatus, ExitWatch, WorkerEnd};
 use crate::sandbox::ids::{UidLease, UidPool};
 use crate::zygote::{WorkerFds, Zygote, ZygoteError};
@@ -105,7 +106,6 @@ pub struct Finished {
 }
 
 pub struct Worker {
-    pid: nix::unistd::Pid,
     tree: JobTree,
     /// The cgroup's OOM-kill count before this worker (cgroups are reused).
     oom_kills_before: u64,
@@ -125,8 +125,48 @@ pub struct Worker {
     stderr: Capture,
 }
 
+/// A worker asked of the zygote. It confines itself and reports ready on
+/// its channel, which is read only once a job is handed to it: until then
+/// nothing of it wakes the supervisor (a wakeup costs it more than the rest
+/// of its share of a job). Workers are handed jobs oldest first, so the one
+/// a job gets has almost always been ready for a while.
+pub struct Spawning {
+    id: u64,
+    /// Not registered with the reactor yet.
+    channel: std::os::unix::net::UnixStream,
+    /// The read end of the worker's start pipe.
+    started: OwnedFd,
+    stdout: Capture,
+    stderr: Capture,
+    /// The cgroup's OOM-kill count before this worker (cgroups are reused).
+    oom_kills_before: u64,
+    birth: Stillborn,
+}
+
+impl Spawning {
+    /// Resolves if the worker ends before it is handed a job.
+    pub async fn died(&mut self) -> Option<ExitStatus> {
+        let Some(end) = self.birth.end.as_mut() else { return std::future::pending().await };
+        let ended = end.await;
+        self.birth.end = None;
+        match ended {
+            Ok(WorkerEnd::Exited(status)) => Some(status),
+            Ok(WorkerEnd::NotForked(_)) | Err(_) => None,
+        }
+    }
+
+    /// Retires a worker that will get no job.
+    pub async fn retire(self, zygote: &Zygote) {
+        self.stdout.stop();
+        self.stderr.stop();
+        self.birth.bury(zygote, self.id).await;
+    }
+}
+
 impl Worker {
-    pub async fn start(settings: &WorkerSettings<'_>, id: u64) -> Result<Self, WorkerError> {
+    /// Asks the zygote for a worker in a cgroup of its own, with a uid of
+    /// its own, and returns without waiting for it.
+    pub async fn spawn(settings: &WorkerSettings<'_>, id: u64) -> Result<Spawning, WorkerError> {
         let uid = settings.uids.lease().await;
         let tree = match settings.cgroups {
             Some(cgroups) => Some(JobTree::Cgroup {
@@ -136,7 +176,7 @@ impl Worker {
             None => None,
         };
         match Self::spawn_into(settings, id, Stillborn { uid, tree, end: None }).await {
-            Ok(worker) => Ok(worker),
+            Ok(spawning) => Ok(spawning),
             Err((error, stillborn)) => {
                 stillborn.bury(settings.zygote, id).await;
                 Err(error)
@@ -144,13 +184,13 @@ impl Worker {
         }
     }
 
-    /// Forks the worker into its cgroup (without one, its tree is the worker
-    /// itself, known once it reports) and waits until it is ready.
+    /// Asks for the worker to be forked into its cgroup (without one, its
+    /// tree is the worker itself, known once it reports).
     async fn spawn_into(
         settings: &WorkerSettings<'_>,
         id: u64,
         mut birth: Stillborn,
-    ) -> Result<Self, (WorkerError, Stillborn)> {
+    ) -> Result<Spawning, (WorkerError, Stillborn)> {
         macro_rules! attempt {
             ($e:expr) => {
                 match $e {
@@ -159,8 +199,10 @@ impl Worker {
                 }
             };
         }
-        let spawn_requested = Instant::now();
         let (ours, theirs) = attempt!(std::os::unix::net::UnixStream::pair());
+        // The worker's pid comes with its `ready` (the zygote does not answer
+        // a spawn: one wakeup less per job).
+        attempt!(channel::pass_credentials(&ours));
         let (stdout, stderr) = (attempt!(CapturePipe::new()), attempt!(CapturePipe::new()));
         // Never polled: read only if the worker dies.
         let (started, started_by_worker) =
@@ -172,12 +214,6 @@ impl Worker {
             None => Vec::new(),
         };
         let oom_kills_before = birth.tree.as_ref().map_or(0, JobTree::oom_kills);
-        let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
-        let (mut reader, writer) = attempt!(channel::split(ours, max_frame as usize));
-        reader.refuse_fds();
-        // The worker's pid comes with its `ready` (the zygote does not answer
-        // a spawn: one wakeup less per job).
-        attempt!(reader.pass_credentials());
         let cap = settings.limits.max_captured_output_bytes as usize;
         let stdout_capture = attempt!(Capture::start(stdout.read, cap));
         let stderr_capture = attempt!(Capture::start(stderr.read, cap));
@@ -189,61 +225,79 @@ impl Worker {
             cgroup_procs,
         };
         birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds).await));
+        Ok(Spawning {
+            id,
+            channel: ours,
+            started,
+            stdout: stdout_capture,
+            stderr: stderr_capture,
+            oom_kills_before,
+            birth,
+        })
+    }
 
-        let first = tokio::time::timeout(READY_TIMEOUT, reader.recv::<WorkerEvent>()).await;
-        let pid = reader.sender_pid().map(Pid::from_raw);
-        if let Some(pid) = pid {
-            settings.zygote.identify(id, pid);
-            birth.tree.get_or_insert(JobTree::Worker(pid));
-        }
-        let ready = match first {
-            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }))) => ready,
-            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }))) => {
-                return Err((WorkerError::Confinement(reason), birth));
-            }
-            Ok(Ok(None)) => return Err((birth.why_closed().await, birth)),
-            Ok(Ok(other)) => return Err((WorkerError::NotReady { received: format!("{other:?}") }, birth)),
-            Ok(Err(error)) => return Err((error.into(), birth)),
-            Err(_) => return Err((WorkerError::ReadyTimeout, birth)),
-        };
-        let (pid, uid, tree, end) = match (pid, birth) {
-            (Some(pid), Stillborn { uid, tree: Some(tree), end: Some(end) }) => (pid, uid, tree, end),
-            (_, birth) => {
-                let received = "`ready` without its sender's credentials".to_owned();
-                return Err((WorkerError::NotReady { received }, birth));
+    /// Waits until `spawning` is ready (it usually is already).
+    pub async fn ready(spawning: Spawning, settings: &WorkerSettings<'_>) -> Result<Self, WorkerError> {
+        let Spawning { id, channel, started, stdout, stderr, oom_kills_before, mut birth } = spawning;
+        let (reader, writer, ready) = match Self::wait_ready(id, channel, &mut birth, settings).await {
+            Ok(waited) => waited,
+            Err(error) => {
+                stdout.stop();
+                stderr.stop();
+                birth.bury(settings.zygote, id).await;
+                return Err(error);
             }
         };
-        // Read now, off the job's path: an idle worker uses no CPU.
-        let cpu_at_ready = tree.cpu_usage();
-        tracing::debug!(
-            worker = id,
-            spawn_to_ready_us = spawn_requested.elapsed().as_micros() as u64,
-            confinement_us = ready.confinement_us,
-            "worker ready"
-        );
+        let Stillborn { uid, tree: Some(tree), end: Some(end) } = birth else {
+            unreachable!("wait_ready checked that the worker has a tree and an end");
+        };
+        tracing::debug!(worker = id, confinement_us = ready.confinement_us, "worker handed a job");
         Ok(Self {
-            pid,
+            // Read now: the worker is idle until it reads its job.
+            cpu_at_ready: tree.cpu_usage(),
             tree,
             oom_kills_before,
-            cpu_at_ready,
             exit_ends_job: settings.pid_namespaces,
             _uid: uid,
             reader,
             writer,
             started,
             exit: ExitWatch::new(end),
-            stdout: stdout_capture,
-            stderr: stderr_capture,
+            stdout,
+            stderr,
         })
     }
 
-    pub fn pid(&self) -> nix::unistd::Pid {
-        self.pid
-    }
-
-    /// Resolves if the worker dies while idle.
-    pub async fn died(&mut self) -> Option<ExitStatus> {
-        (&mut self.exit).await
+    /// Reads the worker's first frame, which must be `ready`, and learns its
+    /// pid from it.
+    async fn wait_ready(
+        id: u64,
+        channel: std::os::unix::net::UnixStream,
+        birth: &mut Stillborn,
+        settings: &WorkerSettings<'_>,
+    ) -> Result<(FrameReader, FrameWriter, WorkerReady), WorkerError> {
+        let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
+        let (mut reader, writer) = channel::split(channel, max_frame as usize)?;
+        reader.refuse_fds();
+        let first = tokio::time::timeout(READY_TIMEOUT, reader.recv::<WorkerEvent>()).await;
+        if let Some(pid) = reader.sender_pid().map(Pid::from_raw) {
+            settings.zygote.identify(id, pid);
+            birth.tree.get_or_insert(JobTree::Worker(pid));
+        }
+        let ready = match first {
+            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }))) => ready,
+            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }))) => {
+                return Err(WorkerError::Confinement(reason));
+            }
+            Ok(Ok(None)) => return Err(birth.why_closed().await),
+            Ok(Ok(other)) => return Err(WorkerError::NotReady { received: format!("{other:?}") }),
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => return Err(WorkerError::ReadyTimeout),
+        };
+        if birth.tree.is_none() || birth.end.is_none() {
+            return Err(WorkerError::NotReady { received: "`ready` without its sender's credentials".into() });
+        }
+        Ok((reader, writer, ready))
     }
 
     fn measure(&self, cpu_baseline: Duration) -> Measured {

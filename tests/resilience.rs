@@ -79,7 +79,6 @@ async fn a_job_whose_worker_dies_before_reading_it_runs_on_another_worker() {
         worker = idle.first().copied().unwrap_or(0);
         idle.len() == 1
     });
-    tokio::time::sleep(Duration::from_millis(200)).await; // its `ready` is read
     let worker = nix::unistd::Pid::from_raw(worker);
     kill(worker, Signal::SIGSTOP).expect("stop the worker");
     let id = client.submit(exec("def main():\n    return 'ran'\n"), None).await.expect("submit");
