@@ -19,9 +19,10 @@ import os
 import socket
 import sys
 
-import numpy  # noqa: F401  (imported once here so every worker inherits it)
-import pandas
-import pyarrow
+# Imported once here, so that every worker inherits them.
+import numpy  # noqa: F401
+import pandas  # noqa: F401
+import pyarrow  # noqa: F401
 import pyarrow.ipc  # noqa: F401
 
 from . import confine, job, wire, worker, worker_pb2
@@ -87,10 +88,7 @@ def _receive_plan(control: socket.socket, decoder: wire.FrameDecoder) -> worker_
 
 
 def _warm_up() -> None:
-    """Touches the code paths every job uses, without starting any thread."""
-    frame = pandas.DataFrame({"a": [1, 2], "b": ["x", "y"]})
-    table = pyarrow.Table.from_pandas(frame, nthreads=1)
-    table.to_pandas(use_threads=False, split_blocks=True)
+    """Touches the code paths jobs use, without starting any thread."""
     job.warm_up()
 
 
