@@ -24,6 +24,7 @@ use crate::config::{JobLimits, OutputLimits};
 use crate::job::{JobSpec, Rejection};
 use crate::outcome;
 use crate::proto::api::rejected;
+use crate::reaper::WorkerEnd;
 use crate::sandbox::ids::UidPool;
 use crate::worker::{Finished, RunEnd, Worker, WorkerError, WorkerSettings};
 use crate::zygote::{Zygote, error_chain};
@@ -91,7 +92,7 @@ struct Shared {
     cores: u32,
     next_worker_id: AtomicU64,
     idle: mpsc::UnboundedSender<oneshot::Sender<Assignment>>,
-    /// Jobs handed to a worker that died in the same instant; run first.
+    /// Jobs whose worker died, or failed, before the job reached it; run first.
     retry: mpsc::UnboundedSender<Assignment>,
     /// Asks the spawner for a new worker task (a replacement).
     spawn: mpsc::UnboundedSender<()>,
@@ -237,7 +238,7 @@ async fn spawn_workers(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceive
 
 enum IdleEnd {
     Assigned(Assignment),
-    Died(Option<crate::reaper::ExitStatus>),
+    Died(WorkerEnd),
     Shutdown,
 }
 
@@ -259,7 +260,7 @@ async fn worker_task(shared: Arc<Shared>) {
     // Offered before it is ready: its `ready` is read when a job comes.
     let (offer, mut assigned) = oneshot::channel();
     if shared.idle.send(offer).is_err() {
-        worker.retire(settings.zygote).await;
+        worker.retire().await;
         return;
     }
     let end = tokio::select! {
@@ -315,17 +316,24 @@ async fn worker_task(shared: Arc<Shared>) {
             // would otherwise compete for (other warm workers serve meanwhile).
             shared.replace_worker();
         }
-        IdleEnd::Died(_) if shared.shutdown.is_cancelled() => worker.retire(settings.zygote).await,
-        IdleEnd::Died(status) => {
-            tracing::warn!(worker = id, ?status, "idle worker died; replacing it");
-            worker.retire(settings.zygote).await;
+        IdleEnd::Died(_) if shared.shutdown.is_cancelled() => worker.retire().await,
+        IdleEnd::Died(end) => {
+            let failure = worker.retire_dead(end.clone(), &settings).await;
             if let Some(assignment) = orphaned {
                 let _ = shared.retry.send(assignment);
+            }
+            match failure {
+                None => tracing::warn!(worker = id, ?end, "idle worker died; replacing it"),
+                Some(reason) => {
+                    // A spawn that fails is not retried at once, in a loop.
+                    tracing::warn!(worker = id, %reason, "a worker failed before it was ready; retrying");
+                    tokio::time::sleep(RESTART_DELAY).await;
+                }
             }
             shared.replace_worker();
         }
         IdleEnd::Shutdown => {
-            worker.retire(settings.zygote).await;
+            worker.retire().await;
             if let Some(assignment) = orphaned {
                 assignment.job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
             }

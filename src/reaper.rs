@@ -8,10 +8,7 @@
 //! reports it.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -37,39 +34,67 @@ impl ExitStatus {
     }
 }
 
-/// How a worker ended: its exit status, or the zygote's reason it was never
-/// forked.
+/// How a worker ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerEnd {
+    /// It exited (reaped by the zygote, or by the supervisor).
     Exited(ExitStatus),
-    NotForked(String),
+    /// Its end will not be reported: the zygote could not fork it, or died
+    /// before the worker was identified (the reason says which).
+    Unreported(String),
 }
 
-/// Resolves with a forked worker's exit status, `None` if it can no longer
-/// be known (the registry gave up on it).
-pub struct ExitWatch(oneshot::Receiver<WorkerEnd>);
+/// A watch on one worker's end, from before its spawn is asked for. Once
+/// the end has come, it stays (awaiting again gives it again); dropping the
+/// watch stops watching.
+pub struct EndWatch {
+    registry: ExitRegistry,
+    worker_id: u64,
+    receiver: oneshot::Receiver<WorkerEnd>,
+    ended: Option<WorkerEnd>,
+}
 
-impl ExitWatch {
-    pub fn new(end: oneshot::Receiver<WorkerEnd>) -> Self {
-        Self(end)
+impl EndWatch {
+    /// Resolves with the worker's end.
+    pub async fn ended(&mut self) -> WorkerEnd {
+        if let Some(end) = &self.ended {
+            return end.clone();
+        }
+        let end = (&mut self.receiver).await.unwrap_or_else(|_| WorkerEnd::Unreported("no longer watched".into()));
+        self.ended = Some(end.clone());
+        end
+    }
+
+    /// Resolves with the worker's exit status, `None` if it has none.
+    pub async fn exit_status(&mut self) -> Option<ExitStatus> {
+        match self.ended().await {
+            WorkerEnd::Exited(status) => Some(status),
+            WorkerEnd::Unreported(_) => None,
+        }
+    }
+
+    /// Records the worker's pid (from its first message), so the supervisor
+    /// can deliver its status should it reap the worker itself.
+    pub fn identify(&self, pid: Pid) {
+        let mut guard = self.registry.lock();
+        let watches = &mut *guard;
+        if let Some(watched) = watches.waiting.get_mut(&self.worker_id) {
+            watched.pid = Some(pid);
+            watches.workers_by_pid.insert(pid, self.worker_id);
+        }
     }
 }
 
-impl Future for ExitWatch {
-    type Output = Option<ExitStatus>;
-
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(context).map(|end| match end {
-            Ok(WorkerEnd::Exited(status)) => Some(status),
-            Ok(WorkerEnd::NotForked(_)) | Err(_) => None,
-        })
+impl Drop for EndWatch {
+    fn drop(&mut self) {
+        self.registry.remove(self.worker_id);
     }
 }
 
-/// Where workers' ends are delivered and awaited, by worker id. A worker is
-/// watched before it is spawned; its pid, once known, lets the supervisor
-/// deliver the status itself when it reaps the worker (the zygote died).
-/// Statuses of pids nobody watches (orphaned grandchildren) are dropped.
+/// Where workers' ends are delivered and awaited, by worker id. The zygote
+/// reports ends by worker id; when the supervisor reaps a worker itself
+/// (the zygote died), the worker's pid leads to its id. Statuses of pids
+/// nobody watches (orphaned grandchildren) are dropped.
 #[derive(Clone, Default)]
 pub struct ExitRegistry {
     inner: Arc<Mutex<Watches>>,
@@ -77,43 +102,68 @@ pub struct ExitRegistry {
 
 #[derive(Default)]
 struct Watches {
-    waiting: HashMap<u64, oneshot::Sender<WorkerEnd>>,
+    waiting: HashMap<u64, Watched>,
     workers_by_pid: HashMap<Pid, u64>,
 }
 
+struct Watched {
+    sender: oneshot::Sender<WorkerEnd>,
+    /// The zygote (by its generation) the spawn was sent to.
+    zygote: Option<u64>,
+    pid: Option<Pid>,
+}
+
 impl ExitRegistry {
-    /// Resolves when worker `worker_id` has ended.
-    pub fn watch(&self, worker_id: u64) -> oneshot::Receiver<WorkerEnd> {
+    /// Watches worker `worker_id`, before its spawn is asked for.
+    pub fn watch(&self, worker_id: u64) -> EndWatch {
         let (sender, receiver) = oneshot::channel();
-        self.lock().waiting.insert(worker_id, sender);
-        receiver
+        self.lock().waiting.insert(worker_id, Watched { sender, zygote: None, pid: None });
+        EndWatch { registry: self.clone(), worker_id, receiver, ended: None }
     }
 
-    /// Stops watching a worker that will not be reported (its spawn never
-    /// reached a zygote).
-    pub fn forget(&self, worker_id: u64) {
-        let mut watches = self.lock();
-        watches.waiting.remove(&worker_id);
-        watches.workers_by_pid.retain(|_, id| *id != worker_id);
+    /// Whether anybody still waits for worker `worker_id` (a spawn nobody
+    /// waits for is not sent).
+    pub fn is_watched(&self, worker_id: u64) -> bool {
+        self.lock().waiting.contains_key(&worker_id)
     }
 
-    /// Records the pid of a watched worker.
-    pub fn identify(&self, worker_id: u64, pid: Pid) {
-        let mut watches = self.lock();
-        if watches.waiting.contains_key(&worker_id) {
-            watches.workers_by_pid.insert(pid, worker_id);
+    /// Records that the spawn of `worker_id` went to zygote `generation`.
+    pub fn sent(&self, worker_id: u64, generation: u64) {
+        if let Some(watched) = self.lock().waiting.get_mut(&worker_id) {
+            watched.zygote = Some(generation);
+        }
+    }
+
+    /// Zygote `generation` died: the workers it was asked for that have not
+    /// identified themselves will never be reported (those it forked are
+    /// adopted by the supervisor, unknown; their cgroups are killed when
+    /// they are retired).
+    pub fn zygote_lost(&self, generation: u64) {
+        let lost: Vec<u64> = self
+            .lock()
+            .waiting
+            .iter()
+            .filter(|(_, watched)| watched.zygote == Some(generation) && watched.pid.is_none())
+            .map(|(worker_id, _)| *worker_id)
+            .collect();
+        for worker_id in lost {
+            self.deliver(worker_id, WorkerEnd::Unreported("the zygote died before the worker reported".into()));
         }
     }
 
     pub fn deliver(&self, worker_id: u64, end: WorkerEnd) {
-        let sender = {
-            let mut watches = self.lock();
-            watches.workers_by_pid.retain(|_, id| *id != worker_id);
-            watches.waiting.remove(&worker_id)
-        };
-        if let Some(sender) = sender {
-            let _ = sender.send(end);
+        if let Some(watched) = self.remove(worker_id) {
+            let _ = watched.sender.send(end);
         }
+    }
+
+    fn remove(&self, worker_id: u64) -> Option<Watched> {
+        let mut watches = self.lock();
+        let watched = watches.waiting.remove(&worker_id)?;
+        if let Some(pid) = watched.pid {
+            watches.workers_by_pid.remove(&pid);
+        }
+        Some(watched)
     }
 
     fn deliver_pid(&self, pid: Pid, status: ExitStatus) {
@@ -172,26 +222,41 @@ mod tests {
         assert_eq!(ExitStatus::from_raw(11 | 0x80), ExitStatus::Signal(11), "core-dump bit ignored");
     }
 
-    #[test]
-    fn ends_reach_watchers_by_worker_or_by_pid_and_unknown_pids_are_dropped() {
+    #[tokio::test]
+    async fn ends_reach_watchers_by_worker_or_by_pid_and_unknown_pids_are_dropped() {
         let registry = ExitRegistry::default();
         let mut first = registry.watch(1);
         registry.deliver(2, WorkerEnd::Exited(ExitStatus::Code(0)));
-        assert!(first.try_recv().is_err(), "another worker's end is not ours");
         registry.deliver(1, WorkerEnd::Exited(ExitStatus::Signal(9)));
-        assert_eq!(first.try_recv(), Ok(WorkerEnd::Exited(ExitStatus::Signal(9))));
+        assert_eq!(first.exit_status().await, Some(ExitStatus::Signal(9)));
+        assert_eq!(first.exit_status().await, Some(ExitStatus::Signal(9)), "an end stays");
 
         let mut second = registry.watch(3);
         registry.deliver_pid(Pid::from_raw(30), ExitStatus::Code(1));
-        assert!(second.try_recv().is_err(), "the pid was not known yet");
-        registry.identify(3, Pid::from_raw(30));
+        assert!(second.receiver.try_recv().is_err(), "the pid was not known yet");
+        second.identify(Pid::from_raw(30));
         registry.deliver_pid(Pid::from_raw(30), ExitStatus::Code(1));
-        assert_eq!(second.try_recv(), Ok(WorkerEnd::Exited(ExitStatus::Code(1))));
+        assert_eq!(second.ended().await, WorkerEnd::Exited(ExitStatus::Code(1)));
 
-        let _forgotten = registry.watch(4);
-        registry.identify(4, Pid::from_raw(40));
-        registry.forget(4);
+        let dropped = registry.watch(4);
+        dropped.identify(Pid::from_raw(40));
+        assert!(registry.is_watched(4));
+        drop(dropped);
+        assert!(!registry.is_watched(4));
         let watches = registry.lock();
         assert!(watches.waiting.is_empty() && watches.workers_by_pid.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dead_zygote_s_unidentified_workers_are_unreported() {
+        let registry = ExitRegistry::default();
+        let (mut unsent, mut unknown, mut identified) = (registry.watch(1), registry.watch(2), registry.watch(3));
+        registry.sent(2, 7);
+        registry.sent(3, 7);
+        identified.identify(Pid::from_raw(30));
+        registry.zygote_lost(7);
+        assert!(matches!(unknown.ended().await, WorkerEnd::Unreported(_)));
+        assert!(unsent.receiver.try_recv().is_err(), "its spawn goes to the next zygote");
+        assert!(identified.receiver.try_recv().is_err(), "the supervisor reaps it");
     }
 }

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::unistd::Pid;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::{Capture, CapturePipe};
@@ -26,7 +25,7 @@ use crate::job_tree::JobTree;
 use crate::outcome::{self, Ending, Evidence};
 use crate::proto::api::{self, CapturedOutput, Usage, outcome::Kind};
 use crate::proto::worker::{WorkerEvent, WorkerJob, WorkerReady, worker_event};
-use crate::reaper::{ExitStatus, ExitWatch, WorkerEnd};
+use crate::reaper::{EndWatch, ExitStatus, WorkerEnd};
 use crate::sandbox::ids::{UidLease, UidPool};
 use crate::zygote::{WorkerFds, Zygote, ZygoteError};
 
@@ -63,10 +62,10 @@ pub enum WorkerError {
     NotReady { received: String },
     #[error("the worker could not confine itself: {0}")]
     Confinement(String),
-    #[error("the zygote could not fork the worker: {0}")]
-    NotForked(String),
+    #[error("the worker's end is not reported: {0}")]
+    Unreported(String),
     #[error("the worker died before it was ready ({0:?})")]
-    DiedBeforeReady(Option<ExitStatus>),
+    DiedBeforeReady(ExitStatus),
     #[error("the worker's channel closed before it was ready")]
     ChannelClosed,
 }
@@ -115,12 +114,12 @@ pub struct Worker {
     /// Whether the worker's exit means its job's processes are all gone.
     exit_ends_job: bool,
     /// The worker's uid is its own until every process of it is gone.
-    _uid: UidLease,
+    uid: UidLease,
     reader: FrameReader,
     writer: FrameWriter,
     /// The read end of the worker's start pipe.
     started: OwnedFd,
-    exit: ExitWatch,
+    exit: EndWatch,
     stdout: Capture,
     stderr: Capture,
 }
@@ -145,21 +144,47 @@ pub struct Spawning {
 
 impl Spawning {
     /// Resolves if the worker ends before it is handed a job.
-    pub async fn died(&mut self) -> Option<ExitStatus> {
-        let Some(end) = self.birth.end.as_mut() else { return std::future::pending().await };
-        let ended = end.await;
-        self.birth.end = None;
-        match ended {
-            Ok(WorkerEnd::Exited(status)) => Some(status),
-            Ok(WorkerEnd::NotForked(_)) | Err(_) => None,
+    pub async fn died(&mut self) -> WorkerEnd {
+        match self.birth.end.as_mut() {
+            Some(end) => end.ended().await,
+            None => std::future::pending().await,
         }
     }
 
     /// Retires a worker that will get no job.
-    pub async fn retire(self, zygote: &Zygote) {
+    pub async fn retire(self) {
         self.stdout.stop();
         self.stderr.stop();
-        self.birth.bury(zygote, self.id).await;
+        self.birth.bury().await;
+    }
+
+    /// Retires a worker that `died` while waiting for a job, and says why it
+    /// failed if it never got as far as `ready` (then it is no idle worker
+    /// that was killed, but a spawn that fails: not to be retried at once).
+    pub async fn retire_dead(self, end: WorkerEnd, settings: &WorkerSettings<'_>) -> Option<String> {
+        let Self { channel, stdout, stderr, birth, .. } = self;
+        stdout.stop();
+        stderr.stop();
+        let failure = match end {
+            WorkerEnd::Unreported(reason) => Some(reason),
+            WorkerEnd::Exited(status) => {
+                let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
+                // It is dead: what it sent is buffered, then the end of the stream.
+                let first = match channel::split(channel, max_frame as usize) {
+                    Ok((mut reader, _)) => tokio::time::timeout(DRAIN_TIMEOUT, reader.recv::<WorkerEvent>()).await.ok(),
+                    Err(_) => None,
+                };
+                match first {
+                    Some(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(_)) }))) => None,
+                    Some(Ok(Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }))) => {
+                        Some(format!("it could not confine itself: {reason}"))
+                    }
+                    _ => Some(format!("it exited ({status:?}) before it was ready")),
+                }
+            }
+        };
+        birth.bury().await;
+        failure
     }
 }
 
@@ -178,7 +203,7 @@ impl Worker {
         match Self::spawn_into(settings, id, Stillborn { uid, tree, end: None }).await {
             Ok(spawning) => Ok(spawning),
             Err((error, stillborn)) => {
-                stillborn.bury(settings.zygote, id).await;
+                stillborn.bury().await;
                 Err(error)
             }
         }
@@ -239,12 +264,12 @@ impl Worker {
     /// Waits until `spawning` is ready (it usually is already).
     pub async fn ready(spawning: Spawning, settings: &WorkerSettings<'_>) -> Result<Self, WorkerError> {
         let Spawning { id, channel, started, stdout, stderr, oom_kills_before, mut birth } = spawning;
-        let (reader, writer, ready) = match Self::wait_ready(id, channel, &mut birth, settings).await {
+        let (reader, writer, ready) = match Self::wait_ready(channel, &mut birth, settings).await {
             Ok(waited) => waited,
             Err(error) => {
                 stdout.stop();
                 stderr.stop();
-                birth.bury(settings.zygote, id).await;
+                birth.bury().await;
                 return Err(error);
             }
         };
@@ -258,11 +283,11 @@ impl Worker {
             tree,
             oom_kills_before,
             exit_ends_job: settings.pid_namespaces,
-            _uid: uid,
+            uid,
             reader,
             writer,
             started,
-            exit: ExitWatch::new(end),
+            exit: end,
             stdout,
             stderr,
         })
@@ -271,7 +296,6 @@ impl Worker {
     /// Reads the worker's first frame, which must be `ready`, and learns its
     /// pid from it.
     async fn wait_ready(
-        id: u64,
         channel: std::os::unix::net::UnixStream,
         birth: &mut Stillborn,
         settings: &WorkerSettings<'_>,
@@ -280,8 +304,8 @@ impl Worker {
         let (mut reader, writer) = channel::split(channel, max_frame as usize)?;
         reader.refuse_fds();
         let first = tokio::time::timeout(READY_TIMEOUT, reader.recv::<WorkerEvent>()).await;
-        if let Some(pid) = reader.sender_pid().map(Pid::from_raw) {
-            settings.zygote.identify(id, pid);
+        if let (Some(pid), Some(end)) = (reader.sender_pid().map(Pid::from_raw), &birth.end) {
+            end.identify(pid);
             birth.tree.get_or_insert(JobTree::Worker(pid));
         }
         let ready = match first {
@@ -331,11 +355,11 @@ impl Worker {
     /// no longer captured (nothing the job's answer needs is left in them),
     /// so its exit wakes nobody but the zygote.
     fn into_remains(self) -> Remains {
-        let Self { tree, exit, exit_ends_job, _uid, reader, writer, started, stdout, stderr, .. } = self;
+        let Self { tree, exit, exit_ends_job, uid, reader, writer, started, stdout, stderr, .. } = self;
         drop((reader, writer, started));
         stdout.stop();
         stderr.stop();
-        Remains { tree, exit, exit_ends_job, _uid }
+        Remains { tree, exit, exit_ends_job, uid }
     }
 
     /// Runs `spec` to its one outcome.
@@ -390,7 +414,7 @@ impl Worker {
             let cpu_deadline = cpu_deadline(&self.tree, cpu_baseline, limits.cpu_timeout, settings.cores);
             tokio::select! {
                 event = self.reader.recv::<WorkerEvent>() => Some(read_event(event, &mut blocked_syscall)),
-                status = &mut self.exit => {
+                status = self.exit.exit_status() => {
                     exit = status;
                     Some(Ending::Died)
                 }
@@ -425,8 +449,9 @@ impl Worker {
 
         // Nothing of the job may run past this point: not a lingering child
         // writing to the output, not a process holding the pipes open.
-        if let Err(error) = self.tree.kill_all().await {
-            tracing::error!(%error, "cannot kill a job's processes");
+        let killed = self.tree.kill_all().await;
+        if let Err(error) = &killed {
+            tracing::error!(%error, "cannot kill a job's processes; leaving its cgroup and uid");
         }
         if matches!(ending, Ending::Died) {
             // The worker's exit can be seen before the event it sent just
@@ -438,15 +463,25 @@ impl Worker {
             return RunEnd::NotStarted(spec);
         }
         drop(spec.input);
-        if exit.is_none() {
-            exit = tokio::time::timeout(REAP_TIMEOUT, &mut self.exit).await.ok().flatten();
+        if exit.is_none() && !matches!(ending, Ending::Reported(_)) {
+            // Its exit status is part of the outcome. (A worker that reported
+            // exits cleanly, and its clean exit may be held back by the
+            // zygote: not worth waiting for, its processes are gone.)
+            exit = tokio::time::timeout(REAP_TIMEOUT, self.exit.exit_status()).await.ok().flatten();
         }
         let wall_time = dispatched_at.elapsed();
         let stdout = self.stdout.finish(REAP_TIMEOUT).await;
         let stderr = self.stderr.finish(REAP_TIMEOUT).await;
         // The cgroup is empty: handing it back need not delay the answer.
-        let tree = self.tree;
-        tokio::spawn(async move { tree.release() });
+        let (tree, uid) = (self.tree, self.uid);
+        if killed.is_ok() {
+            tokio::spawn(async move {
+                tree.release();
+                drop(uid);
+            });
+        } else {
+            std::mem::forget(uid);
+        }
 
         let blocked_syscall = blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
         let mut kind =
@@ -472,43 +507,56 @@ struct Stillborn {
     /// Its cgroup, or the worker itself once its pid is known.
     tree: Option<JobTree>,
     /// How it ends, once its spawn was asked for.
-    end: Option<oneshot::Receiver<WorkerEnd>>,
+    end: Option<EndWatch>,
 }
 
 impl Stillborn {
     /// Why the worker's channel closed before `ready`: the zygote could not
     /// fork it, or it died (its end follows the close closely).
     async fn why_closed(&mut self) -> WorkerError {
-        let Some(end) = self.end.take() else { return WorkerError::DiedBeforeReady(None) };
-        match tokio::time::timeout(END_AFTER_CLOSE_TIMEOUT, end).await {
-            Ok(Ok(WorkerEnd::NotForked(reason))) => WorkerError::NotForked(reason),
-            Ok(Ok(WorkerEnd::Exited(status))) => WorkerError::DiedBeforeReady(Some(status)),
-            Ok(Err(_)) => WorkerError::DiedBeforeReady(None),
+        let Some(end) = self.end.as_mut() else { return WorkerError::ChannelClosed };
+        match tokio::time::timeout(END_AFTER_CLOSE_TIMEOUT, end.ended()).await {
+            Ok(WorkerEnd::Unreported(reason)) => WorkerError::Unreported(reason),
+            Ok(WorkerEnd::Exited(status)) => WorkerError::DiedBeforeReady(status),
             Err(_) => WorkerError::ChannelClosed,
         }
     }
 
     /// Kills whatever the worker became and gives back what it held.
-    async fn bury(self, zygote: &Zygote, id: u64) {
-        match (self.tree, self.end) {
-            (Some(tree), _) => {
-                if tree.kill_all().await.is_ok() {
-                    tree.release();
-                }
+    async fn bury(self) {
+        let Self { uid, tree, end } = self;
+        match (tree, end) {
+            (Some(tree), end) => {
+                // First: a spawn nobody watches any more is not sent.
+                drop(end);
+                release_when_killed(tree, uid).await;
             }
-            (None, Some(end)) => {
+            (None, Some(mut end)) => {
                 // Nothing to kill it by (no cgroup, no pid yet): its uid
-                // stays taken until the zygote reports its end.
-                let uid = self.uid;
+                // stays taken until its end is known.
                 tokio::spawn(async move {
-                    let _ = end.await;
+                    end.ended().await;
                     drop(uid);
                 });
-                return;
             }
             (None, None) => {}
         }
-        zygote.forget(id);
+    }
+}
+
+/// Kills everything in `tree` and gives back its cgroup and `uid`; if the
+/// processes cannot be killed, both stay taken (never reused while any of
+/// them may live).
+async fn release_when_killed(tree: JobTree, uid: UidLease) {
+    match tree.kill_all().await {
+        Ok(()) => {
+            tree.release();
+            drop(uid);
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot kill a job's processes; leaving its cgroup and uid");
+            std::mem::forget(uid);
+        }
     }
 }
 
@@ -516,17 +564,14 @@ impl Stillborn {
 /// processes until they are gone, its cgroup, its uid.
 struct Remains {
     tree: JobTree,
-    exit: ExitWatch,
+    exit: EndWatch,
     exit_ends_job: bool,
-    _uid: UidLease,
+    uid: UidLease,
 }
 
 impl Remains {
     async fn retire(self) {
-        match self.tree.kill_all().await {
-            Ok(()) => self.tree.release(),
-            Err(error) => tracing::error!(%error, "cannot kill a job's processes; leaving its cgroup"),
-        }
+        release_when_killed(self.tree, self.uid).await;
     }
 
     /// Kills what is left of an answered job, waits until it is gone, and
@@ -534,12 +579,13 @@ impl Remains {
     async fn clean_up(mut self, exited: bool) {
         // The worker exits right after reporting: let it, rather than kill
         // and poll (lingering children are killed next).
-        let exited =
-            exited || matches!(tokio::time::timeout(EXIT_AFTER_RESULT_TIMEOUT, &mut self.exit).await, Ok(Some(_)));
+        let exited = exited
+            || matches!(tokio::time::timeout(EXIT_AFTER_RESULT_TIMEOUT, self.exit.exit_status()).await, Ok(Some(_)));
         if exited && self.exit_ends_job {
             // pid 1 of the job's pid namespace is reaped only after the
             // kernel has killed and reaped the rest: the cgroup is empty.
             self.tree.release();
+            drop(self.uid);
         } else {
             self.retire().await;
         }

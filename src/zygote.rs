@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{self, ChannelError, FrameReader, FrameWriter};
 use crate::proto::worker::{Spawn, ZygoteCommand, ZygoteEvent, zygote_command, zygote_event};
-use crate::reaper::{ExitRegistry, ExitStatus, WorkerEnd};
+use crate::reaper::{EndWatch, ExitRegistry, ExitStatus, WorkerEnd};
 
 /// The fd number the zygote finds its control socket on.
 const CONTROL_FD: i32 = 3;
@@ -107,31 +107,15 @@ impl Zygote {
     }
 
     /// Asks for a worker that will run as `uid` (and gid) and talk on
-    /// `fds.control`, and returns how it will end. Whether it was forked
+    /// `fds.control`, and returns a watch on its end. Whether it was forked
     /// shows on that channel: `ready`, or its end (the zygote's reason is in
-    /// the returned end when it could not fork).
-    pub async fn spawn(
-        &self,
-        worker_id: u64,
-        uid: u32,
-        fds: WorkerFds,
-    ) -> Result<oneshot::Receiver<WorkerEnd>, ZygoteError> {
+    /// the end when it could not fork).
+    /// A spawn whose watch is dropped before the request reaches the
+    /// zygote is not sent.
+    pub async fn spawn(&self, worker_id: u64, uid: u32, fds: WorkerFds) -> Result<EndWatch, ZygoteError> {
         let end = self.exits.watch(worker_id);
-        if self.requests.send(SpawnRequest { worker_id, uid, fds }).await.is_err() {
-            self.exits.forget(worker_id);
-            return Err(ZygoteError::ShuttingDown);
-        }
+        self.requests.send(SpawnRequest { worker_id, uid, fds }).await.map_err(|_| ZygoteError::ShuttingDown)?;
         Ok(end)
-    }
-
-    /// Stops watching a worker that never reported ready.
-    pub fn forget(&self, worker_id: u64) {
-        self.exits.forget(worker_id);
-    }
-
-    /// Records the pid a worker reported ready from.
-    pub fn identify(&self, worker_id: u64, pid: Pid) {
-        self.exits.identify(worker_id, pid);
     }
 }
 
@@ -190,9 +174,11 @@ impl RunningZygote {
         }
     }
 
-    /// Serves spawn requests until the zygote dies or shutdown.
+    /// Serves spawn requests until the zygote dies or shutdown; `generation`
+    /// tells this zygote from the ones before and after it.
     async fn serve(
         &mut self,
+        generation: u64,
         requests: &mut mpsc::Receiver<SpawnRequest>,
         exits: &ExitRegistry,
         shutdown: &CancellationToken,
@@ -202,6 +188,10 @@ impl RunningZygote {
                 _ = shutdown.cancelled() => break Ok(()),
                 request = requests.recv() => {
                     let Some(request) = request else { break Ok(()) };
+                    if !exits.is_watched(request.worker_id) {
+                        continue; // given up on already: its fds close here
+                    }
+                    exits.sent(request.worker_id, generation);
                     let spawn = Spawn {
                         worker_id: request.worker_id,
                         uid: request.uid,
@@ -234,7 +224,10 @@ fn handle_event(event: ZygoteEvent, exits: &ExitRegistry) {
             exits.deliver(exited.worker_id, WorkerEnd::Exited(ExitStatus::from_raw(exited.wait_status)));
         }
         Some(zygote_event::Event::SpawnFailed(failed)) => {
-            exits.deliver(failed.worker_id, WorkerEnd::NotForked(failed.error));
+            exits.deliver(
+                failed.worker_id,
+                WorkerEnd::Unreported(format!("the zygote could not fork it: {}", failed.error)),
+            );
         }
         Some(zygote_event::Event::Ready(_)) | None => {
             tracing::warn!("unexpected event from the zygote");
@@ -251,6 +244,7 @@ async fn serve(
 ) {
     let mut zygote = Some(first);
     let mut backoff = Duration::from_millis(50);
+    let mut generation = 0;
     while !shutdown.is_cancelled() {
         let mut running = match zygote.take() {
             Some(running) => running,
@@ -267,7 +261,10 @@ async fn serve(
                 }
             },
         };
-        if let Err(error) = running.serve(&mut requests, &exits, &shutdown).await {
+        generation += 1;
+        let served = running.serve(generation, &mut requests, &exits, &shutdown).await;
+        exits.zygote_lost(generation);
+        if let Err(error) = served {
             tracing::warn!(pid = %running.pid, error = %error_chain(&error), "zygote died; restarting it");
         }
     }

@@ -20,7 +20,8 @@
  * 3. minimal read-only root       no host files beyond Python and its libraries;
  *                                 private capped tmpfs for /tmp and /dev/shm
  * 4. rlimits                      core dumps, huge files, fd and process floods
- * 5. fds                          nothing inherited but stdin, stdout, stderr and the channel
+ * 5. fds                          nothing inherited but stdin, stdout, stderr, the channel
+ *                                 and the start pipe
  * 6. unprivileged uid, user ns    no root, no capabilities, nothing to regain them with
  * 7. seccomp                      no syscalls outside the reviewed allowlist: the zygote
  *                                 installed it, widened by the syscalls of the steps

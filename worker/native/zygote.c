@@ -28,10 +28,12 @@
  * arrive as SCM_RIGHTS with the first byte of its frame. A successful spawn
  * is not answered (the worker reports ready itself). Exits with status 0 (a
  * worker that reported its result, or was retired while idle) are held back
- * up to EXIT_HOLD_NS and sent together; the supervisor waits for none of
- * them, and every event it reads wakes it (a context switch costs it more
- * than its whole share of a job). Any other exit, and a failed spawn, goes
- * at once, with whatever is held.
+ * up to EXIT_HOLD_NS and sent together: they mostly hand a cgroup and a uid
+ * back (only a job that exits cleanly without reporting waits, at most that
+ * long, for its exit status), and every event the supervisor reads
+ * wakes it (a context switch costs it more than the rest of its share of a
+ * job). Any other exit, and a failed spawn, goes at once, with whatever is
+ * held.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -203,9 +205,9 @@ static const struct timespec *hold_left(const struct server *server, struct time
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     const struct timespec *since = &server->outbox.held_since;
-    long waited = (now.tv_sec - since->tv_sec) * 1000000000L + (now.tv_nsec - since->tv_nsec);
-    long remaining = waited >= EXIT_HOLD_NS ? 0 : EXIT_HOLD_NS - waited;
-    *left = (struct timespec){.tv_sec = 0, .tv_nsec = remaining};
+    int64_t waited = (int64_t)(now.tv_sec - since->tv_sec) * 1000000000 + (now.tv_nsec - since->tv_nsec);
+    int64_t remaining = waited >= EXIT_HOLD_NS ? 0 : waited < 0 ? EXIT_HOLD_NS : EXIT_HOLD_NS - waited;
+    *left = (struct timespec){.tv_sec = 0, .tv_nsec = (long)remaining};
     return left;
 }
 
@@ -464,8 +466,8 @@ static void close_fds(const int *fds, size_t count) {
         close(fds[i]);
 }
 
-/* Forks the worker `spawn` asks for. In the zygote: 1 once reported (a
-   failed fork is reported too), -1 if the supervisor cannot be told. In the
+/* Forks the worker `spawn` asks for. In the zygote: 1 once forked, or once
+   a failed fork is reported; -1 if the supervisor cannot be told. In the
    worker: what `pyclave_fork_worker` returned there (0 or -2). */
 static int spawn_worker(struct server *server, const struct spawn_request *spawn, const sigset_t *worker_mask,
                         struct pyclave_spawned *spawned) {
@@ -577,8 +579,8 @@ static int stop_serving(struct server *server, int result) {
 /*
  * Serves the supervisor on `control` until it closes the channel (returns
  * 1) or something fails (-1, "what: reason" in `error`). Returns 0 in each
- * new, confined worker (`spawned` says its channel and how long confinement
- * took) and -2 in a worker that could not confine itself (`error` says why;
+ * new, confined worker (`spawned` says its channel, its start pipe and how
+ * long confinement took) and -2 in a worker that could not confine itself (`error` says why;
  * it must report that on `spawned->channel_fd` and exit).
  */
 int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_spawned *spawned, char *error,

@@ -42,8 +42,8 @@ def warm_up() -> None:
     """Runs a small transform and an exec job through this module in the
     zygote, on its one thread: what pandas and pyarrow initialise on first
     use (groupby, IPC reading and writing, conversions) is done once here
-    rather than in every worker. A fresh worker's small groupby transform
-    took ~30 % less time with it."""
+    rather than in every worker (a fork of a zygote without it ran a small
+    groupby transform in ~14 ms, with it in ~10 ms)."""
     frame = pandas.DataFrame({"k": [i % 3 for i in range(32)], "v": list(range(32)), "s": ["x"] * 32})
     table = pyarrow.Table.from_pandas(frame, nthreads=1)
     input_fd = os.memfd_create("pyclave-warm-up-input", os.MFD_CLOEXEC)
