@@ -15,7 +15,7 @@ from . import job, wire, worker_pb2
 # The job frame holds the code and params, which the supervisor has capped.
 _MAX_JOB_FRAME_BYTES = 256 * 1024 * 1024
 
-# A job the worker runs on itself before `ready` (see `_rehearse`).
+# A job the worker runs on itself before `ready` (see `rehearse`).
 _REHEARSAL = worker_pb2.WorkerJob(
     kind=worker_pb2.WorkerJob.KIND_EXEC, code="def main():\n    return None\n", filename="<rehearsal>"
 ).SerializeToString()
@@ -28,7 +28,7 @@ def run(channel_fd: int, started_fd: int, confinement_us: int, numpy_reseeded: b
     supervisor, should the worker die, that the job reached it."""
     channel = socket.socket(fileno=channel_fd)
     _reseed(numpy_reseeded)
-    _rehearse()
+    rehearse()
     _send(channel, worker_pb2.WorkerEvent(ready=worker_pb2.WorkerReady(confinement_us=confinement_us)))
 
     reader = wire.FrameReader(channel, _MAX_JOB_FRAME_BYTES)
@@ -62,7 +62,7 @@ def _reseed(numpy_reseeded: bool) -> None:
         numpy.random.seed()
 
 
-def _rehearse() -> None:
+def rehearse() -> None:
     """Runs a trivial job's path once, off the job's clock, through a
     socket pair of its own: the pages a job touches first (interpreter
     state, the frame reader, protobuf, the compiler, json) are copied from
