@@ -15,13 +15,12 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use nix::cmsg_space;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
-use std::os::unix::net::UnixStream;
-
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio_util::codec::{Decoder, LengthDelimitedCodec, LengthDelimitedCodecError};

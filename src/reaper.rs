@@ -76,11 +76,8 @@ impl EndWatch {
     /// Records the worker's pid (from its first message), so the supervisor
     /// can deliver its status should it reap the worker itself.
     pub fn identify(&self, pid: Pid) {
-        let mut guard = self.registry.lock();
-        let watches = &mut *guard;
-        if let Some(watched) = watches.waiting.get_mut(&self.worker_id) {
+        if let Some(watched) = self.registry.lock().get_mut(&self.worker_id) {
             watched.pid = Some(pid);
-            watches.workers_by_pid.insert(pid, self.worker_id);
         }
     }
 }
@@ -97,13 +94,7 @@ impl Drop for EndWatch {
 /// nobody watches (orphaned grandchildren) are dropped.
 #[derive(Clone, Default)]
 pub struct ExitRegistry {
-    inner: Arc<Mutex<Watches>>,
-}
-
-#[derive(Default)]
-struct Watches {
-    waiting: HashMap<u64, Watched>,
-    workers_by_pid: HashMap<Pid, u64>,
+    waiting: Arc<Mutex<HashMap<u64, Watched>>>,
 }
 
 struct Watched {
@@ -117,19 +108,19 @@ impl ExitRegistry {
     /// Watches worker `worker_id`, before its spawn is asked for.
     pub fn watch(&self, worker_id: u64) -> EndWatch {
         let (sender, receiver) = oneshot::channel();
-        self.lock().waiting.insert(worker_id, Watched { sender, zygote: None, pid: None });
+        self.lock().insert(worker_id, Watched { sender, zygote: None, pid: None });
         EndWatch { registry: self.clone(), worker_id, receiver, ended: None }
     }
 
     /// Whether anybody still waits for worker `worker_id` (a spawn nobody
     /// waits for is not sent).
     pub fn is_watched(&self, worker_id: u64) -> bool {
-        self.lock().waiting.contains_key(&worker_id)
+        self.lock().contains_key(&worker_id)
     }
 
     /// Records that the spawn of `worker_id` went to zygote `generation`.
     pub fn sent(&self, worker_id: u64, generation: u64) {
-        if let Some(watched) = self.lock().waiting.get_mut(&worker_id) {
+        if let Some(watched) = self.lock().get_mut(&worker_id) {
             watched.zygote = Some(generation);
         }
     }
@@ -141,7 +132,6 @@ impl ExitRegistry {
     pub fn zygote_lost(&self, generation: u64) {
         let lost: Vec<u64> = self
             .lock()
-            .waiting
             .iter()
             .filter(|(_, watched)| watched.zygote == Some(generation) && watched.pid.is_none())
             .map(|(worker_id, _)| *worker_id)
@@ -158,23 +148,21 @@ impl ExitRegistry {
     }
 
     fn remove(&self, worker_id: u64) -> Option<Watched> {
-        let mut watches = self.lock();
-        let watched = watches.waiting.remove(&worker_id)?;
-        if let Some(pid) = watched.pid {
-            watches.workers_by_pid.remove(&pid);
-        }
-        Some(watched)
+        self.lock().remove(&worker_id)
     }
 
+    /// A status the supervisor reaped itself (only after the zygote died,
+    /// for the few workers it had: a search is enough).
     fn deliver_pid(&self, pid: Pid, status: ExitStatus) {
-        let worker_id = self.lock().workers_by_pid.get(&pid).copied();
+        let worker_id =
+            self.lock().iter().find(|(_, watched)| watched.pid == Some(pid)).map(|(worker_id, _)| *worker_id);
         if let Some(worker_id) = worker_id {
             self.deliver(worker_id, WorkerEnd::Exited(status));
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Watches> {
-        self.inner.lock().expect("registry lock")
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Watched>> {
+        self.waiting.lock().expect("registry lock")
     }
 
     /// Makes this process a child subreaper and reaps every child that
@@ -243,8 +231,7 @@ mod tests {
         assert!(registry.is_watched(4));
         drop(dropped);
         assert!(!registry.is_watched(4));
-        let watches = registry.lock();
-        assert!(watches.waiting.is_empty() && watches.workers_by_pid.is_empty());
+        assert!(registry.lock().is_empty());
     }
 
     #[tokio::test]

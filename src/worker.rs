@@ -168,18 +168,15 @@ impl Spawning {
         let failure = match end {
             WorkerEnd::Unreported(reason) => Some(reason),
             WorkerEnd::Exited(status) => {
-                let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
                 // It is dead: what it sent is buffered, then the end of the stream.
-                let first = match channel::split(channel, max_frame as usize) {
-                    Ok((mut reader, _)) => tokio::time::timeout(DRAIN_TIMEOUT, reader.recv::<WorkerEvent>()).await.ok(),
-                    Err(_) => None,
+                let first = match open_channel(channel, settings) {
+                    Ok((mut reader, _)) => tokio::time::timeout(DRAIN_TIMEOUT, read_ready(&mut reader)).await.ok(),
+                    Err(error) => Some(Err(error.into())),
                 };
                 match first {
-                    Some(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(_)) }))) => None,
-                    Some(Ok(Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }))) => {
-                        Some(format!("it could not confine itself: {reason}"))
-                    }
-                    _ => Some(format!("it exited ({status:?}) before it was ready")),
+                    Some(Ok(Some(_ready))) => None,
+                    Some(Err(error)) => Some(crate::zygote::error_chain(&error)),
+                    Some(Ok(None)) | None => Some(format!("it exited ({status:?}) before it was ready")),
                 }
             }
         };
@@ -300,22 +297,16 @@ impl Worker {
         birth: &mut Stillborn,
         settings: &WorkerSettings<'_>,
     ) -> Result<(FrameReader, FrameWriter, WorkerReady), WorkerError> {
-        let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
-        let (mut reader, writer) = channel::split(channel, max_frame as usize)?;
-        reader.refuse_fds();
-        let first = tokio::time::timeout(READY_TIMEOUT, reader.recv::<WorkerEvent>()).await;
+        let (mut reader, writer) = open_channel(channel, settings)?;
+        let first = tokio::time::timeout(READY_TIMEOUT, read_ready(&mut reader)).await;
         if let (Some(pid), Some(end)) = (reader.sender_pid().map(Pid::from_raw), &birth.end) {
             end.identify(pid);
             birth.tree.get_or_insert(JobTree::Worker(pid));
         }
         let ready = match first {
-            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }))) => ready,
-            Ok(Ok(Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }))) => {
-                return Err(WorkerError::Confinement(reason));
-            }
+            Ok(Ok(Some(ready))) => ready,
             Ok(Ok(None)) => return Err(birth.why_closed().await),
-            Ok(Ok(other)) => return Err(WorkerError::NotReady { received: format!("{other:?}") }),
-            Ok(Err(error)) => return Err(error.into()),
+            Ok(Err(error)) => return Err(error),
             Err(_) => return Err(WorkerError::ReadyTimeout),
         };
         if birth.tree.is_none() || birth.end.is_none() {
@@ -597,6 +588,31 @@ struct Measured {
     cpu_time: Duration,
     peak_memory_bytes: u64,
     oom_kills: u64,
+}
+
+/// A worker's channel, registered: it may send frames up to a result's
+/// size, and no fds.
+fn open_channel(
+    channel: std::os::unix::net::UnixStream,
+    settings: &WorkerSettings<'_>,
+) -> std::io::Result<(FrameReader, FrameWriter)> {
+    let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
+    let (mut reader, writer) = channel::split(channel, max_frame as usize)?;
+    reader.refuse_fds();
+    Ok((reader, writer))
+}
+
+/// A worker's first frame, which must be `ready` (`None`: the channel
+/// closed first).
+async fn read_ready(reader: &mut FrameReader) -> Result<Option<WorkerReady>, WorkerError> {
+    match reader.recv::<WorkerEvent>().await? {
+        Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }) => Ok(Some(ready)),
+        Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }) => {
+            Err(WorkerError::Confinement(reason))
+        }
+        None => Ok(None),
+        Some(other) => Err(WorkerError::NotReady { received: format!("{other:?}") }),
+    }
 }
 
 /// How a job ended, by what was read from its worker's channel; a syscall

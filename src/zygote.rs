@@ -109,9 +109,8 @@ impl Zygote {
     /// Asks for a worker that will run as `uid` (and gid) and talk on
     /// `fds.control`, and returns a watch on its end. Whether it was forked
     /// shows on that channel: `ready`, or its end (the zygote's reason is in
-    /// the end when it could not fork).
-    /// A spawn whose watch is dropped before the request reaches the
-    /// zygote is not sent.
+    /// the end when it could not fork). A spawn whose watch is dropped
+    /// before the request reaches the zygote is not sent.
     pub async fn spawn(&self, worker_id: u64, uid: u32, fds: WorkerFds) -> Result<EndWatch, ZygoteError> {
         let end = self.exits.watch(worker_id);
         self.requests.send(SpawnRequest { worker_id, uid, fds }).await.map_err(|_| ZygoteError::ShuttingDown)?;

@@ -5,8 +5,8 @@ commands on the control socket in native code (worker/native/zygote.c),
 which forks and reaps the workers and reports each exit status: no Python
 runs in the zygote between forks. It must be single-threaded whenever it
 forks: the supervisor starts it with OpenBLAS and jemalloc background
-threads disabled, the warm-up (`job.warm_up`) avoids Arrow's thread pool, and the
-thread count is checked before it reports ready. Each worker comes back
+threads disabled, the warm-up avoids Arrow's thread pool, and the thread
+count is checked before it reports ready. Each worker comes back
 from the native call into Python already confined (no CPython after-fork
 hooks run: there are no other threads to make safe, and the worker reseeds
 its random generators itself).
