@@ -1,8 +1,8 @@
 //! Compiles `proto/` with prost-build (using the vendored protoc, so a fresh
 //! machine needs no system package) and the worker's native part
 //! (`worker/native/`: the zygote's serving loop, fork and confinement, the
-//! SIGSYS reporter, the benchmark's fork floor) into a shared library the
-//! binary embeds.
+//! SIGSYS reporter, huge pages for the zygote, the benchmark's fork floor)
+//! into a shared library the binary embeds.
 
 use std::path::PathBuf;
 
@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "worker/native/confine.c",
         "worker/native/sigsys.c",
         "worker/native/protobuf.c",
+        "worker/native/memory.c",
         "worker/native/floor.c",
     ];
     for source in sources.iter().chain(&["worker/native/native.h"]) {

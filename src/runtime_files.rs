@@ -18,6 +18,7 @@ const FILES: &[(&str, &[u8])] = &[
     // Shared with the client package so the framing cannot drift.
     ("pyclave_worker/wire.py", include_bytes!("../python/pyclave/_wire.py")),
     ("pyclave_worker/confine.py", include_bytes!("../worker/pyclave_worker/confine.py")),
+    ("pyclave_worker/memory.py", include_bytes!("../worker/pyclave_worker/memory.py")),
     (NATIVE_LIBRARY, include_bytes!(concat!(env!("OUT_DIR"), "/libpyclave_worker.so"))),
 ];
 const NATIVE_LIBRARY: &str = "libpyclave_worker.so";

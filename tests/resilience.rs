@@ -272,3 +272,52 @@ async fn a_lowered_memory_limit_does_not_stick_to_a_reused_cgroup() {
     assert_eq!(ok_json(&reply), (20 * 1024 * 1024).to_string(), "160 MiB fits the default 1 GiB limit");
     supervisor.assert_healthy().await;
 }
+
+/// The zygote's memory is on huge pages (a fork copies one page-table entry
+/// per 2 MiB of it), a job's own memory is not (huge pages are off in
+/// workers, so an idle worker stays small), and CPython's object arenas,
+/// which come from the zygote's huge-page region, are given back and reused.
+#[tokio::test]
+async fn zygote_memory_is_on_huge_pages_and_a_job_s_own_memory_is_not() {
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if thp.is_empty() || thp.contains("[never]") {
+        eprintln!("skipped: transparent huge pages are off on this host ({thp:?})");
+        return;
+    }
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 1\n");
+    let zygote_huge_kib = smaps_rollup_kib(zygote_pid(&supervisor), "AnonHugePages:");
+    assert!(zygote_huge_kib >= 16 * 1024, "the zygote has {zygote_huge_kib} KiB on huge pages");
+
+    let code = r#"
+def rss_kib():
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1])
+
+def main():
+    total, peaks, afters = 0, [], []
+    for wave in range(3):
+        objects = [(i, str(i)) for i in range(300_000)]
+        total += sum(i for i, _ in objects)
+        peaks.append(rss_kib())
+        del objects
+        afters.append(rss_kib())
+    big = bytearray(64 << 20)
+    for offset in range(0, len(big), 4096):
+        big[offset] = 1
+    huge = next(l for l in open('/proc/self/smaps_rollup') if l.startswith('AnonHugePages:'))
+    return {"total": total, "freed_kib": min(p - a for p, a in zip(peaks, afters)), "huge_kib": int(huge.split()[1])}
+"#;
+    let mut client = supervisor.client().await;
+    let reply = client.run(exec(code), None).await.expect("run");
+    let result: serde_json::Value = serde_json::from_str(&ok_json(&reply)).expect("json");
+    assert_eq!(result["total"], 3 * (0..300_000u64).sum::<u64>(), "objects on reused arenas keep their values");
+    assert!(result["freed_kib"].as_u64().unwrap() >= 16 * 1024, "emptied arenas go back: {result}");
+    assert_eq!(result["huge_kib"], 0, "64 MiB of the job's own memory on 4 KiB pages: {result}");
+    supervisor.assert_healthy().await;
+}
+
+/// A field of `/proc/<pid>/smaps_rollup`, in KiB.
+fn smaps_rollup_kib(pid: i32, field: &str) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    let line = rollup.lines().find(|line| line.starts_with(field)).expect("field");
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("KiB")
+}

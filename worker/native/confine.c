@@ -309,6 +309,7 @@ pid_t pyclave_fork_worker(const struct pyclave_plan *plan, struct pyclave_worker
         return fail(failure, "fork");
     if (pid > 0)
         return pid;
+    pyclave_split_huge_pages();
     uint64_t started = pyclave_monotonic_us();
     if (confine(plan, worker, failure) == -1)
         return -2;

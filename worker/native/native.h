@@ -2,7 +2,8 @@
  * The worker runtime's native part, shared between its files:
  * zygote.c (the zygote's serving loop), confine.c (fork and confinement),
  * sigsys.c (the SIGSYS reporter), protobuf.c (the little of the wire format
- * they write and read by hand) and floor.c (the benchmark's fork floor).
+ * they write and read by hand), memory.c (the zygote's memory on huge pages)
+ * and floor.c (the benchmark's fork floor).
  */
 #ifndef PYCLAVE_NATIVE_H
 #define PYCLAVE_NATIVE_H
@@ -92,6 +93,16 @@ int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_s
 
 /* floor.c */
 int pyclave_fork_exit_wait(uint64_t count, uint64_t *latencies_us);
+
+/* memory.c: CPython's object arenas from a region advised for huge pages
+   (call before the big imports); 0, or -1 (errno). */
+int pyclave_use_huge_page_arenas(void);
+/* memory.c: the process's anonymous memory into huge pages, then huge pages
+   off for it and its children; bytes collapsed, or -1 (errno). */
+int64_t pyclave_collapse_into_huge_pages(void);
+/* memory.c: in a new worker, its mappings of those huge pages into 4 KiB
+   entries (one page of each copied). */
+void pyclave_split_huge_pages(void);
 
 /* protobuf.c: a frame is a 4-byte big-endian length, then one message. */
 #define PYCLAVE_FRAME_HEADER_BYTES 4

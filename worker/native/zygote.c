@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -237,17 +238,27 @@ static int send_exited(struct server *server, const struct live_worker *worker, 
     return send_event(server, EVENT_EXITED, body, length, clean);
 }
 
-/* Grows `*items` (of `size` bytes each) to hold one more. */
+/* Grows `*items` (of `size` bytes each) to hold one more. The arrays live
+   in mappings of their own, not on the malloc heap: once workers share the
+   zygote's huge pages (memory.c), a write there would split one, and
+   malloc writes to chunks all over the heap. */
 static int make_room(void **items, size_t size, size_t count, size_t *capacity) {
     if (count < *capacity)
         return 0;
-    size_t grown = *capacity == 0 ? 16 : 2 * *capacity;
-    void *moved = realloc(*items, grown * size);
-    if (moved == NULL)
+    size_t grown = *capacity == 0 ? 256 : 2 * *capacity;
+    void *moved = *capacity == 0
+                      ? mmap(NULL, grown * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                      : mremap(*items, *capacity * size, grown * size, MREMAP_MAYMOVE);
+    if (moved == MAP_FAILED)
         return -1;
     *items = moved;
     *capacity = grown;
     return 0;
+}
+
+static void release_room(void *items, size_t size, size_t capacity) {
+    if (capacity > 0)
+        munmap(items, capacity * size);
 }
 
 /* Forgets `pid` into `*worker`; returns whether it was a worker. */
@@ -571,8 +582,9 @@ static int stop_serving(struct server *server, int result) {
         close_network_namespace(server->network_namespaces.namespaces[i]);
     if (server->home_network_namespace >= 0)
         close(server->home_network_namespace);
-    free(server->network_namespaces.namespaces);
-    free(server->workers.workers);
+    release_room(server->network_namespaces.namespaces, sizeof *server->network_namespaces.namespaces,
+                 server->network_namespaces.capacity);
+    release_room(server->workers.workers, sizeof *server->workers.workers, server->workers.capacity);
     return result;
 }
 

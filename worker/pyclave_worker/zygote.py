@@ -15,17 +15,16 @@ its random generators itself).
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import socket
 import sys
 
-# Imported once here, so that every worker inherits them.
-import numpy  # noqa: F401
-import pandas  # noqa: F401
-import pyarrow  # noqa: F401
-import pyarrow.ipc  # noqa: F401
+from . import confine, memory, wire, worker_pb2
 
-from . import confine, job, wire, worker, worker_pb2
+# Imported once in the zygote, so that every worker inherits them; only once
+# CPython's object arenas are on huge pages (see `memory`).
+_LIBRARIES = ("numpy", "pandas", "pyarrow", "pyarrow.ipc")
 
 _MAX_COMMAND_FRAME_BYTES = 64 * 1024
 _PR_SET_CHILD_SUBREAPER = 36
@@ -37,16 +36,24 @@ def main(control_fd: int) -> None:
     control.setblocking(True)
     decoder = wire.FrameDecoder(_MAX_COMMAND_FRAME_BYTES)
     plan = _receive_plan(control, decoder)
+    huge_pages = memory.HugePages(plan.native_library)
+    huge_pages.back_object_arenas()
+    for library in _LIBRARIES:
+        importlib.import_module(library)
+    # Imports job, pandas and pyarrow: after the arenas moved.
+    from . import worker
+
     prepared = confine.prepare(plan)
     _warm_up()
     _become_subreaper()
     gc.collect()  # the warm-up's garbage is not frozen into every worker
     gc.freeze()
+    collapsed = huge_pages.collapse()
     confine.install_zygote_filter(plan)
 
     threads = len(os.listdir("/proc/self/task"))
     _send(control, worker_pb2.ZygoteEvent(
-        ready=worker_pb2.ZygoteReady(pid=os.getpid(), thread_count=threads)
+        ready=worker_pb2.ZygoteReady(pid=os.getpid(), thread_count=threads, huge_page_bytes=collapsed)
     ))
     if threads != 1:
         sys.exit(f"pyclave zygote: {threads} threads at start-up; forking would be unsafe")
@@ -94,6 +101,8 @@ def _warm_up() -> None:
     type-attribute cache: a worker that finds them so writes to fewer pages
     it shares with the zygote (a trivial job's worker: ~490 -> ~425
     copy-on-write faults, ~8 % more jobs/s)."""
+    from . import job, worker  # imported in `main`, after the arenas moved
+
     for _ in range(3):
         job.warm_up()
     for _ in range(20):

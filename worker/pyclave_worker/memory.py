@@ -1,0 +1,37 @@
+"""The zygote's memory on huge pages (worker/native/memory.c).
+
+fork() copies a page-table entry for every 4 KiB page of the zygote's ~55 MB
+of Python objects and allocator heaps, and each worker's exit drops them
+again; on 2 MiB pages that is one entry per 2 MiB. Nothing here is needed for
+correctness: on a host without transparent huge pages both calls leave the
+memory as it is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+
+class HugePages:
+    def __init__(self, native_library: str) -> None:
+        # PyDLL: CPython's allocator is switched with the GIL held.
+        library = ctypes.PyDLL(native_library, use_errno=True)
+        self._use_arenas = library.pyclave_use_huge_page_arenas
+        self._use_arenas.restype = ctypes.c_int
+        self._collapse = library.pyclave_collapse_into_huge_pages
+        self._collapse.restype = ctypes.c_int64
+
+    def back_object_arenas(self) -> None:
+        """CPython's object arenas come from a region advised for huge pages
+        from now on. Call it before the big imports: it moves nothing."""
+        if self._use_arenas() != 0:
+            raise OSError(ctypes.get_errno(), "reserving the huge-page region for arenas")
+
+    def collapse(self) -> int:
+        """Collapses the warm zygote's anonymous memory into huge pages, then
+        turns huge pages off for it and the workers it forks (their own
+        memory stays in 4 KiB pages). Returns the bytes collapsed."""
+        collapsed = self._collapse()
+        if collapsed < 0:
+            raise OSError(ctypes.get_errno(), "collapsing into huge pages")
+        return collapsed
