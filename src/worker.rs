@@ -299,7 +299,7 @@ impl Worker {
     ) -> Result<(FrameReader, FrameWriter, WorkerReady), WorkerError> {
         let (mut reader, writer) = open_channel(channel, settings)?;
         let first = tokio::time::timeout(READY_TIMEOUT, read_ready(&mut reader)).await;
-        if let (Some(pid), Some(end)) = (reader.sender_pid().map(Pid::from_raw), &birth.end) {
+        if let (Some(pid), Some(end)) = (reader.sender_pid().map(Pid::from_raw), birth.end.as_mut()) {
             end.identify(pid);
             birth.tree.get_or_insert(JobTree::Worker(pid));
         }
