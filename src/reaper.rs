@@ -148,7 +148,8 @@ impl ExitRegistry {
     /// Zygote `generation` died: the workers it was asked for that have not
     /// identified themselves will never be reported (those it forked are
     /// adopted by the supervisor, unknown; their cgroups are killed when
-    /// they are retired).
+    /// they are retired, unless one identifies itself first: see
+    /// [`EndWatch::identify`]).
     pub fn zygote_lost(&self, generation: u64) {
         let lost: Vec<u64> = self
             .lock()

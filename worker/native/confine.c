@@ -241,6 +241,8 @@ static int confine(const struct pyclave_plan *plan, const struct pyclave_worker 
         CHECK(write(worker->cgroup_fds[i], "0", 1) == 1 ? 0 : -1, "join the job's cgroup");
         close(worker->cgroup_fds[i]);
     }
+    /* In the job's cgroup, which the pages it copies are charged to. */
+    pyclave_split_huge_pages();
     if (plan->namespaces) {
         CHECK(setns(worker->network_namespace, CLONE_NEWNET), "setns(net)");
         close(worker->network_namespace);
@@ -309,7 +311,6 @@ pid_t pyclave_fork_worker(const struct pyclave_plan *plan, struct pyclave_worker
         return fail(failure, "fork");
     if (pid > 0)
         return pid;
-    pyclave_split_huge_pages();
     uint64_t started = pyclave_monotonic_us();
     if (confine(plan, worker, failure) == -1)
         return -2;

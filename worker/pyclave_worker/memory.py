@@ -1,10 +1,10 @@
 """The zygote's memory on huge pages (worker/native/memory.c).
 
 fork() copies a page-table entry for every 4 KiB page of the zygote's ~55 MB
-of Python objects and allocator heaps, and each worker's exit drops them
-again; on 2 MiB pages that is one entry per 2 MiB. Nothing here is needed for
-correctness: on a host without transparent huge pages both calls leave the
-memory as it is.
+of Python objects and allocator heaps; on 2 MiB pages that is one entry per
+2 MiB. Nothing here is needed for correctness: on a host without
+transparent huge pages (or with them set to `never`) the memory stays as it
+is.
 """
 
 from __future__ import annotations

@@ -19,12 +19,16 @@ import importlib
 import os
 import socket
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from . import confine, memory, wire, worker_pb2
 
 # Imported once in the zygote, so that every worker inherits them; only once
 # CPython's object arenas are on huge pages (see `memory`).
 _LIBRARIES = ("numpy", "pandas", "pyarrow", "pyarrow.ipc")
+
+T = TypeVar("T")
 
 _MAX_COMMAND_FRAME_BYTES = 64 * 1024
 _PR_SET_CHILD_SUBREAPER = 36
@@ -37,7 +41,7 @@ def main(control_fd: int) -> None:
     decoder = wire.FrameDecoder(_MAX_COMMAND_FRAME_BYTES)
     plan = _receive_plan(control, decoder)
     huge_pages = memory.HugePages(plan.native_library)
-    huge_pages.back_object_arenas()
+    _optional(huge_pages.back_object_arenas)
     for library in _LIBRARIES:
         importlib.import_module(library)
     # Imports job, pandas and pyarrow: after the arenas moved.
@@ -48,7 +52,7 @@ def main(control_fd: int) -> None:
     _become_subreaper()
     gc.collect()  # the warm-up's garbage is not frozen into every worker
     gc.freeze()
-    collapsed = huge_pages.collapse()
+    collapsed = _optional(huge_pages.collapse) or 0
     confine.install_zygote_filter(plan)
 
     threads = len(os.listdir("/proc/self/task"))
@@ -107,6 +111,16 @@ def _warm_up() -> None:
         job.warm_up()
     for _ in range(20):
         worker.rehearse()
+
+
+def _optional(step: Callable[[], T]) -> T | None:
+    """Runs a step that only makes forks cheaper: its failure is reported
+    (in the supervisor's log) and the zygote goes on without it."""
+    try:
+        return step()
+    except OSError as error:
+        print(f"pyclave zygote: {error}; workers fork without it", file=sys.stderr)
+        return None
 
 
 def _become_subreaper() -> None:
