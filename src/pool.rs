@@ -190,26 +190,18 @@ async fn dispatch(
     shutdown: CancellationToken,
 ) {
     loop {
-        let assignment = tokio::select! {
+        // A retry keeps the running slot it had: it must never wait behind a
+        // queued job waiting for a slot.
+        let mut assignment = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             Some(assignment) = retries.recv() => assignment,
-            job = queued.recv() => {
-                let Some(job) = job else { break };
-                if job.cancel.is_cancelled() {
-                    continue; // the caller is gone
-                }
-                let running = tokio::select! {
-                    () = shutdown.cancelled() => {
-                        job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
-                        break;
-                    }
-                    permit = Arc::clone(&running).acquire_owned() => permit.expect("never closed"),
-                };
-                Assignment { job, _running: running }
-            }
+            next = next_job(&mut queued, &running) => match next {
+                None => break,
+                Some(assignment) if assignment.job.cancel.is_cancelled() => continue, // the caller is gone
+                Some(assignment) => assignment,
+            },
         };
-        let mut assignment = assignment;
         loop {
             let offer = tokio::select! {
                 () = shutdown.cancelled() => {
@@ -228,6 +220,14 @@ async fn dispatch(
     while let Some(job) = queued.recv().await {
         job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
     }
+}
+
+/// The next queued job, with a running slot for it: the slot first, so a
+/// job waits in the queue (cancel-safe: a slot taken for no job goes back).
+async fn next_job(queued: &mut mpsc::Receiver<QueuedJob>, running: &Arc<Semaphore>) -> Option<Assignment> {
+    let slot = Arc::clone(running).acquire_owned().await.expect("never closed");
+    let job = queued.recv().await?;
+    Some(Assignment { job, _running: slot })
 }
 
 async fn spawn_workers(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<()>) {

@@ -82,12 +82,18 @@ async fn a_job_whose_worker_dies_before_reading_it_runs_on_another_worker() {
     let worker = nix::unistd::Pid::from_raw(worker);
     kill(worker, Signal::SIGSTOP).expect("stop the worker");
     let id = client.submit(exec("def main():\n    return 'ran'\n"), None).await.expect("submit");
-    // The job goes to the stopped worker, which never reads it.
+    // The job goes to the stopped worker, which never reads it; the next
+    // one queues behind it, for the one running slot the first job keeps.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = client.submit(exec("def main():\n    return 'queued'\n"), None).await.expect("submit");
+    tokio::time::sleep(Duration::from_millis(100)).await;
     kill(worker, Signal::SIGKILL).expect("kill the worker");
-    let reply = client.next_reply().await.expect("reply");
+    let answered = Duration::from_secs(30);
+    let reply = tokio::time::timeout(answered, client.next_reply()).await.expect("answered").expect("reply");
     assert_eq!(reply.id, id);
     assert_eq!(ok_json(&reply), "\"ran\"", "the job ran on the replacement, not reported killed");
+    let reply = tokio::time::timeout(answered, client.next_reply()).await.expect("answered").expect("reply");
+    assert_eq!((reply.id, ok_json(&reply)), (queued, "\"queued\"".to_owned()), "the retry did not block the queue");
 }
 
 #[tokio::test]
