@@ -75,30 +75,18 @@ impl EndWatch {
 
     /// Records the worker's pid (from its first message), so the supervisor
     /// can deliver its status should it reap the worker itself.
-    ///
-    /// A worker given up as unreported (its zygote died before it spoke)
-    /// that speaks after all was forked and lives: it is watched again, by
-    /// pid, unless it is already gone (then its status was reaped unseen).
-    pub fn identify(&mut self, pid: Pid) {
-        let mut waiting = self.registry.lock();
-        if let Some(watched) = waiting.get_mut(&self.worker_id) {
+    pub fn identify(&self, pid: Pid) {
+        if let Some(watched) = self.registry.lock().get_mut(&self.worker_id) {
             watched.pid = Some(pid);
-            return;
         }
-        if let Ok(end) = self.receiver.try_recv() {
-            self.ended = Some(end);
+    }
+
+    /// The worker's end if it has come, without waiting.
+    pub fn end_so_far(&mut self) -> Option<WorkerEnd> {
+        if self.ended.is_none() {
+            self.ended = self.receiver.try_recv().ok();
         }
-        if !matches!(self.ended, Some(WorkerEnd::Unreported(_))) {
-            return;
-        }
-        let (sender, receiver) = oneshot::channel();
-        waiting.insert(self.worker_id, Watched { sender, zygote: None, pid: Some(pid) });
-        drop(waiting);
-        (self.receiver, self.ended) = (receiver, None);
-        // After the insert: a status reaped from now on finds the entry.
-        if nix::sys::signal::kill(pid, None) == Err(Errno::ESRCH) {
-            self.registry.deliver(self.worker_id, WorkerEnd::Unreported("it died after its zygote".into()));
-        }
+        self.ended.clone()
     }
 }
 
@@ -148,8 +136,7 @@ impl ExitRegistry {
     /// Zygote `generation` died: the workers it was asked for that have not
     /// identified themselves will never be reported (those it forked are
     /// adopted by the supervisor, unknown; their cgroups are killed when
-    /// they are retired, unless one identifies itself first: see
-    /// [`EndWatch::identify`]).
+    /// they are retired, even one that speaks after all).
     pub fn zygote_lost(&self, generation: u64) {
         let lost: Vec<u64> = self
             .lock()
@@ -247,7 +234,7 @@ mod tests {
         registry.deliver_pid(Pid::from_raw(30), ExitStatus::Code(1));
         assert_eq!(second.ended().await, WorkerEnd::Exited(ExitStatus::Code(1)));
 
-        let mut dropped = registry.watch(4);
+        let dropped = registry.watch(4);
         dropped.identify(Pid::from_raw(40));
         assert!(registry.is_watched(4));
         drop(dropped);
@@ -266,33 +253,15 @@ mod tests {
         assert!(matches!(unknown.ended().await, WorkerEnd::Unreported(_)));
         assert!(unsent.receiver.try_recv().is_err(), "its spawn goes to the next zygote");
         assert!(identified.receiver.try_recv().is_err(), "the supervisor reaps it");
-
-        // `unknown` was forked after all, and speaks: watched again by pid.
-        let alive = Pid::this();
-        unknown.identify(alive);
-        assert!(registry.is_watched(2));
-        registry.deliver_pid(alive, ExitStatus::Code(0));
-        assert_eq!(unknown.ended().await, WorkerEnd::Exited(ExitStatus::Code(0)));
     }
 
     #[tokio::test]
-    async fn a_worker_that_ended_stays_ended_when_it_is_identified_late() {
+    async fn an_end_so_far_is_seen_without_waiting_and_stays() {
         let registry = ExitRegistry::default();
-        let mut exited = registry.watch(1);
-        registry.deliver(1, WorkerEnd::Exited(ExitStatus::Code(3)));
-        exited.identify(Pid::this());
-        assert!(!registry.is_watched(1), "a reported exit is final");
-        assert_eq!(exited.ended().await, WorkerEnd::Exited(ExitStatus::Code(3)));
-
-        // Given up with its zygote, and gone before it was identified.
-        let mut gone = registry.watch(2);
-        registry.sent(2, 1);
-        registry.zygote_lost(1);
-        let mut child = std::process::Command::new("true").spawn().expect("spawn");
-        let dead = Pid::from_raw(child.id() as i32);
-        child.wait().expect("reaped");
-        gone.identify(dead);
-        assert!(matches!(gone.ended().await, WorkerEnd::Unreported(_)));
-        assert!(!registry.is_watched(2));
+        let mut watch = registry.watch(1);
+        assert_eq!(watch.end_so_far(), None);
+        registry.deliver(1, WorkerEnd::Unreported("the zygote died".into()));
+        assert!(matches!(watch.end_so_far(), Some(WorkerEnd::Unreported(_))));
+        assert!(matches!(watch.ended().await, WorkerEnd::Unreported(_)), "the end stays");
     }
 }

@@ -64,10 +64,20 @@ pub enum WorkerError {
     Confinement(String),
     #[error("the worker's end is not reported: {0}")]
     Unreported(String),
-    #[error("the worker died before it was ready ({0:?})")]
+    #[error("the worker died before it took a job ({0:?})")]
     DiedBeforeReady(ExitStatus),
     #[error("the worker's channel closed before it was ready")]
     ChannelClosed,
+}
+
+impl From<WorkerEnd> for WorkerError {
+    /// A worker that ended before it took a job.
+    fn from(end: WorkerEnd) -> Self {
+        match end {
+            WorkerEnd::Unreported(reason) => Self::Unreported(reason),
+            WorkerEnd::Exited(status) => Self::DiedBeforeReady(status),
+        }
+    }
 }
 
 /// What the worker needs from the server.
@@ -299,7 +309,7 @@ impl Worker {
     ) -> Result<(FrameReader, FrameWriter, WorkerReady), WorkerError> {
         let (mut reader, writer) = open_channel(channel, settings)?;
         let first = tokio::time::timeout(READY_TIMEOUT, read_ready(&mut reader)).await;
-        if let (Some(pid), Some(end)) = (reader.sender_pid().map(Pid::from_raw), birth.end.as_mut()) {
+        if let (Some(pid), Some(end)) = (reader.sender_pid().map(Pid::from_raw), &birth.end) {
             end.identify(pid);
             birth.tree.get_or_insert(JobTree::Worker(pid));
         }
@@ -311,6 +321,11 @@ impl Worker {
         };
         if birth.tree.is_none() || birth.end.is_none() {
             return Err(WorkerError::NotReady { received: "`ready` without its sender's credentials".into() });
+        }
+        // Written off before it spoke (its zygote died first): it stays
+        // written off, and the job goes to another worker.
+        if let Some(end) = birth.end.as_mut().and_then(EndWatch::end_so_far) {
+            return Err(end.into());
         }
         Ok((reader, writer, ready))
     }
@@ -507,8 +522,7 @@ impl Stillborn {
     async fn why_closed(&mut self) -> WorkerError {
         let Some(end) = self.end.as_mut() else { return WorkerError::ChannelClosed };
         match tokio::time::timeout(END_AFTER_CLOSE_TIMEOUT, end.ended()).await {
-            Ok(WorkerEnd::Unreported(reason)) => WorkerError::Unreported(reason),
-            Ok(WorkerEnd::Exited(status)) => WorkerError::DiedBeforeReady(status),
+            Ok(end) => end.into(),
             Err(_) => WorkerError::ChannelClosed,
         }
     }
