@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "worker/native/sigsys.c",
         "worker/native/protobuf.c",
         "worker/native/memory.c",
+        "worker/native/mappings.c",
         "worker/native/floor.c",
     ];
     for source in sources.iter().chain(&["worker/native/native.h"]) {

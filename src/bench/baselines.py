@@ -6,8 +6,9 @@ Usage: python baselines.py MODE CODE_FILE INPUT_FILE JOBS
   bwrap      the same under bubblewrap (`bwrap` on PATH)
   inprocess  the same work as a worker's job, in this process, unsandboxed
   forkrate   fork+exit+wait of a process that imported pandas/pyarrow/numpy
-             and called gc.freeze(), its memory on huge pages and forking
-             from native code like pyclave's zygote (the input argument
+             and called gc.freeze(), its memory on huge pages, its libraries'
+             mappings merged and forking from native code like pyclave's
+             zygote (the input argument
              names pyclave's native library)
 Prints one JSON object: {"latencies_us": [...]}.
 """
@@ -93,19 +94,21 @@ def fork_rate(jobs: int, native_library: str) -> list[int]:
     import ctypes
 
     # The zygote's memory layout: arenas on huge pages before the imports,
-    # collapsed after (pyclave_worker/memory.py, next to the library).
+    # collapsed after, libraries' mappings merged (pyclave_worker/memory.py,
+    # next to the library).
     sys.path.insert(0, os.path.dirname(native_library))
-    from pyclave_worker.memory import HugePages
+    from pyclave_worker.memory import Layout
 
-    huge_pages = HugePages(native_library)
-    huge_pages.back_object_arenas()
+    layout = Layout(native_library)
+    layout.back_object_arenas()
     import numpy  # noqa: F401
     import pandas  # noqa: F401
     import pyarrow  # noqa: F401
 
     gc.collect()
     gc.freeze()
-    huge_pages.collapse()
+    layout.collapse()
+    layout.merge_library_mappings()
     fork_exit_wait = ctypes.PyDLL(native_library, use_errno=True).pyclave_fork_exit_wait
     fork_exit_wait.argtypes = [ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint64)]
     latencies = (ctypes.c_uint64 * jobs)()

@@ -2,8 +2,9 @@
  * The worker runtime's native part, shared between its files:
  * zygote.c (the zygote's serving loop), confine.c (fork and confinement),
  * sigsys.c (the SIGSYS reporter), protobuf.c (the little of the wire format
- * they write and read by hand), memory.c (the zygote's memory on huge pages)
- * and floor.c (the benchmark's fork floor).
+ * they write and read by hand), memory.c (the zygote's memory on huge pages),
+ * mappings.c (fewer mappings in the zygote) and floor.c (the benchmark's fork
+ * floor).
  */
 #ifndef PYCLAVE_NATIVE_H
 #define PYCLAVE_NATIVE_H
@@ -103,6 +104,10 @@ int64_t pyclave_collapse_into_huge_pages(void);
 /* memory.c: in a new worker, its mappings of those huge pages into 4 KiB
    entries (one page of each copied). */
 void pyclave_split_huge_pages(void);
+
+/* mappings.c: merges the read-only segments of loaded libraries into their
+   neighbours; the process's mapping count after, or -1 (errno). */
+int64_t pyclave_merge_library_mappings(void);
 
 /* protobuf.c: a frame is a 4-byte big-endian length, then one message. */
 #define PYCLAVE_FRAME_HEADER_BYTES 4

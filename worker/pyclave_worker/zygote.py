@@ -40,8 +40,8 @@ def main(control_fd: int) -> None:
     control.setblocking(True)
     decoder = wire.FrameDecoder(_MAX_COMMAND_FRAME_BYTES)
     plan = _receive_plan(control, decoder)
-    huge_pages = memory.HugePages(plan.native_library)
-    _optional(huge_pages.back_object_arenas)
+    layout = memory.Layout(plan.native_library)
+    _optional(layout.back_object_arenas)
     for library in _LIBRARIES:
         importlib.import_module(library)
     # Imports job, pandas and pyarrow: after the arenas moved.
@@ -52,12 +52,15 @@ def main(control_fd: int) -> None:
     _become_subreaper()
     gc.collect()  # the warm-up's garbage is not frozen into every worker
     gc.freeze()
-    collapsed = _optional(huge_pages.collapse) or 0
+    collapsed = _optional(layout.collapse) or 0
+    mappings = _optional(layout.merge_library_mappings) or 0
     confine.install_zygote_filter(plan)
 
     threads = len(os.listdir("/proc/self/task"))
     _send(control, worker_pb2.ZygoteEvent(
-        ready=worker_pb2.ZygoteReady(pid=os.getpid(), thread_count=threads, huge_page_bytes=collapsed)
+        ready=worker_pb2.ZygoteReady(
+            pid=os.getpid(), thread_count=threads, huge_page_bytes=collapsed, mapping_count=mappings
+        )
     ))
     if threads != 1:
         sys.exit(f"pyclave zygote: {threads} threads at start-up; forking would be unsafe")

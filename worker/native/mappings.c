@@ -1,0 +1,150 @@
+/*
+ * Fewer mappings in the zygote, so that fork and exit stay cheap.
+ *
+ * fork() duplicates every mapping of the zygote (the mapping itself, its
+ * links into the file's and the anonymous memory's reverse maps) and each
+ * worker's exit undoes it, whatever the mapping holds. A pandas zygote has
+ * ~650 mappings, most of them five or six per loaded library: the dynamic
+ * linker maps each ELF segment with its own protection (headers, code,
+ * read-only data, RELRO, data), and every protection is a mapping of its
+ * own. Adjacent mappings of one file merge when their protection is the
+ * same, so each read-only segment is given its neighbour's: headers and
+ * read-only data next to code become executable (the layout linkers
+ * produced before `-z separate-code`), RELRO becomes writable again like
+ * the data right after it. About 310 mappings remain.
+ *
+ * What this gives up is in-process hardening against memory corruption,
+ * which protects nothing here: the zygote runs only pyclave's code, and a
+ * job runs arbitrary code by design (Python with ctypes can write any byte
+ * of its own process), so the boundary is the process and its confinement.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "native.h"
+
+struct mapping {
+    unsigned long start;
+    unsigned long end;
+    unsigned long offset;
+    unsigned long device;
+    unsigned long inode; /* 0: not a file */
+    char permissions[5];
+    int changed;
+};
+
+/* The process's mappings in address order, into a malloc'd array; their
+   count, or -1 (errno). */
+static ssize_t read_mappings(struct mapping **out) {
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (maps == NULL)
+        return -1;
+    size_t count = 0, capacity = 1024;
+    struct mapping *mappings = malloc(capacity * sizeof *mappings);
+    char line[512];
+    while (mappings != NULL && fgets(line, sizeof line, maps) != NULL) {
+        if (strchr(line, '\n') == NULL) {
+            /* A long path: the fields before it are in `line`; skip the rest. */
+            int c;
+            while ((c = fgetc(maps)) != EOF && c != '\n')
+                ;
+        }
+        struct mapping mapping = {0};
+        unsigned int major, minor;
+        if (sscanf(line, "%lx-%lx %4s %lx %x:%x %lu", &mapping.start, &mapping.end, mapping.permissions,
+                   &mapping.offset, &major, &minor, &mapping.inode) != 7)
+            continue;
+        mapping.device = (unsigned long)major << 32 | minor;
+        if (count == capacity) {
+            capacity *= 2;
+            struct mapping *grown = realloc(mappings, capacity * sizeof *mappings);
+            if (grown == NULL) {
+                free(mappings);
+                mappings = NULL;
+                break;
+            }
+            mappings = grown;
+        }
+        mappings[count++] = mapping;
+    }
+    int saved = errno;
+    fclose(maps);
+    if (mappings == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    errno = saved;
+    *out = mappings;
+    return (ssize_t)count;
+}
+
+/* Whether `next` continues `mapping` in the same file, in memory and on disk:
+   the kernel merges the two once their protection is the same. */
+static int continues(const struct mapping *mapping, const struct mapping *next) {
+    return mapping->inode != 0 && next->inode == mapping->inode && next->device == mapping->device &&
+           next->start == mapping->end && next->offset == mapping->offset + (mapping->end - mapping->start);
+}
+
+/* Whether the file of `mappings[index]` is loaded code (has an executable mapping). */
+static int is_loaded_code(const struct mapping *mappings, size_t count, size_t index) {
+    for (size_t i = 0; i < count; i++) {
+        if (mappings[i].inode == mappings[index].inode && mappings[i].device == mappings[index].device &&
+            strcmp(mappings[i].permissions, "r-xp") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Gives read-only segments of loaded code their neighbour's protection
+   (writable data after it first, else code next to it); until nothing more
+   changes, since read-only segments may be next to each other. */
+static void plan(struct mapping *mappings, size_t count) {
+    int changed = 1;
+    while (changed) {
+        changed = 0;
+        for (size_t i = 0; i < count; i++) {
+            struct mapping *mapping = &mappings[i];
+            if (strcmp(mapping->permissions, "r--p") != 0 || !is_loaded_code(mappings, count, i))
+                continue;
+            const struct mapping *previous = i > 0 && continues(&mappings[i - 1], mapping) ? &mappings[i - 1] : NULL;
+            const struct mapping *next = i + 1 < count && continues(mapping, &mappings[i + 1]) ? &mappings[i + 1] : NULL;
+            const char *becomes = NULL;
+            if (next != NULL && strcmp(next->permissions, "rw-p") == 0)
+                becomes = "rw-p";
+            else if ((previous != NULL && strcmp(previous->permissions, "r-xp") == 0) ||
+                     (next != NULL && strcmp(next->permissions, "r-xp") == 0))
+                becomes = "r-xp";
+            if (becomes != NULL) {
+                memcpy(mapping->permissions, becomes, sizeof mapping->permissions);
+                mapping->changed = 1;
+                changed = 1;
+            }
+        }
+    }
+}
+
+int64_t pyclave_merge_library_mappings(void) {
+    struct mapping *mappings;
+    ssize_t count = read_mappings(&mappings);
+    if (count < 0)
+        return -1;
+    plan(mappings, (size_t)count);
+    for (ssize_t i = 0; i < count; i++) {
+        const struct mapping *mapping = &mappings[i];
+        if (!mapping->changed)
+            continue;
+        int protection = mapping->permissions[1] == 'w' ? PROT_READ | PROT_WRITE : PROT_READ | PROT_EXEC;
+        /* A failure leaves that mapping as it was: merging is only cheaper. */
+        mprotect((void *)mapping->start, mapping->end - mapping->start, protection);
+    }
+    free(mappings);
+    count = read_mappings(&mappings);
+    if (count < 0)
+        return -1;
+    free(mappings);
+    return count;
+}
