@@ -33,11 +33,12 @@ async fn main_without_params_and_auto_kind_work() {
 #[tokio::test]
 async fn every_job_gets_its_own_random_streams() {
     // Workers are forked from one zygote: without reseeding, every job would
-    // draw the zygote's numbers.
+    // draw the zygote's numbers (OpenSSL's generator reseeds itself on a new
+    // pid: the zygote forks without atfork handlers).
     let supervisor = Supervisor::start("");
     let mut client = supervisor.client().await;
-    let code = "import random, numpy\ndef main():\n    return [random.getrandbits(64), int(numpy.random.randint(2**62)), \
-                float(numpy.random.normal())]\n";
+    let code = "import random, ssl, numpy\ndef main():\n    return [random.getrandbits(64), int(numpy.random.randint(2**62)), \
+                float(numpy.random.normal()), int.from_bytes(ssl.RAND_bytes(6), 'big')]\n";
     let mut draws = Vec::new();
     for _ in 0..4 {
         draws.push(ok_json(&client.run(exec(code), None).await.expect("run")));

@@ -291,6 +291,26 @@ uint64_t pyclave_monotonic_us(void) {
 }
 
 /*
+ * fork() without the atfork handlers. fork() runs those the libraries
+ * registered (jemalloc's and Arrow's in libarrow, OpenSSL's) and, in a
+ * process that ever had a thread, takes glibc's malloc and stdio locks
+ * around the fork: ~25 writes per fork to memory the zygote shares with
+ * its live workers, each a copy-on-write fault in the zygote, and as many
+ * again in the worker. They exist to make locks and thread pools
+ * consistent across threads, and the zygote has none when it forks (it
+ * checks that it is single-threaded before it serves): no lock can be held
+ * and no pool has workers. The worker reseeds what needs reseeding itself
+ * (OpenSSL does on its own when it sees a new pid).
+ */
+pid_t pyclave_fork_without_handlers(void) {
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
+    return _Fork();
+#else
+    return fork();
+#endif
+}
+
+/*
  * In the zygote: returns the worker's pid, or -1 with "step: reason" in
  * `error` when it cannot fork. In the worker: returns 0 once it is confined
  * (`worker->confinement_us` says how long that took), or -2 with the reason
@@ -306,7 +326,7 @@ pid_t pyclave_fork_worker(const struct pyclave_plan *plan, struct pyclave_worker
         CHECK(setns(plan->own_pid_namespace, CLONE_NEWPID), "setns(pid)");
         CHECK(unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)");
     }
-    pid_t pid = fork();
+    pid_t pid = pyclave_fork_without_handlers();
     if (pid == -1)
         return fail(failure, "fork");
     if (pid > 0)

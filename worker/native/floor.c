@@ -1,8 +1,9 @@
 /*
  * The floor of this design, for `pyclave bench`: fork, exit and wait, the
  * way the zygote forks its workers (from native code, no Python in between,
- * so only the fork's own copy-on-write faults count, and the split of the
- * zygote's huge pages every worker does first: memory.c).
+ * without atfork handlers, so only the fork's own copy-on-write faults
+ * count, and the split of the zygote's huge pages every worker does first:
+ * memory.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,7 +17,7 @@
 int pyclave_fork_exit_wait(uint64_t count, uint64_t *latencies_us) {
     for (uint64_t i = 0; i < count; i++) {
         uint64_t started = pyclave_monotonic_us();
-        pid_t pid = fork();
+        pid_t pid = pyclave_fork_without_handlers();
         if (pid == -1)
             return -1;
         if (pid == 0) {

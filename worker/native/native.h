@@ -80,6 +80,8 @@ struct pyclave_worker {
    with the reason in `error`. */
 pid_t pyclave_fork_worker(const struct pyclave_plan *plan, struct pyclave_worker *worker, char *error,
                           size_t error_size);
+/* confine.c: fork() without the atfork handlers, for a single-threaded process. */
+pid_t pyclave_fork_without_handlers(void);
 /* confine.c: CLOCK_MONOTONIC in microseconds. */
 uint64_t pyclave_monotonic_us(void);
 
