@@ -321,6 +321,68 @@ def main():
     supervisor.assert_healthy().await;
 }
 
+/// The zygote merged its libraries' read-only segments into the code or
+/// data next to them (a fork copies every mapping): none is left beside a
+/// neighbour of its own file it could have merged with, and the zygote has
+/// well under the five or six mappings per library the dynamic linker makes.
+#[tokio::test]
+async fn zygote_libraries_are_merged_into_fewer_mappings() {
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 1\n");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", zygote_pid(&supervisor))).expect("maps");
+    let mappings: Vec<Mapping> = maps.lines().filter_map(Mapping::parse).collect();
+    let code_files: std::collections::HashSet<_> =
+        mappings.iter().filter(|m| m.permissions == "r-xp").filter_map(Mapping::file).collect();
+    assert!(code_files.len() >= 50, "pandas, pyarrow and numpy are loaded: {} libraries", code_files.len());
+    for pair in mappings.windows(2) {
+        let (first, second) = (&pair[0], &pair[1]);
+        let continues = first.file().is_some()
+            && first.file() == second.file()
+            && first.end == second.start
+            && second.offset == first.offset + (second.start - first.start);
+        let mergeable = match (first.permissions.as_str(), second.permissions.as_str()) {
+            ("r--p", "r-xp" | "rw-p") | ("r-xp", "r--p") => true,
+            _ => false,
+        };
+        assert!(
+            !(continues && mergeable && first.file().is_some_and(|file| code_files.contains(&file))),
+            "left apart: {first:?} {second:?}"
+        );
+    }
+    assert!(mappings.len() < 4 * code_files.len(), "{} mappings for {} libraries", mappings.len(), code_files.len());
+    supervisor.assert_healthy().await;
+}
+
+/// One line of `/proc/<pid>/maps`.
+#[derive(Debug)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    permissions: String,
+    offset: u64,
+    device: String,
+    inode: u64,
+}
+
+impl Mapping {
+    /// The mapped file's device and inode; None for anonymous memory.
+    fn file(&self) -> Option<(&str, u64)> {
+        (self.inode != 0).then_some((self.device.as_str(), self.inode))
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let mut fields = line.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        Some(Self {
+            start: u64::from_str_radix(start, 16).ok()?,
+            end: u64::from_str_radix(end, 16).ok()?,
+            permissions: fields.next()?.to_string(),
+            offset: u64::from_str_radix(fields.next()?, 16).ok()?,
+            device: fields.next()?.to_string(),
+            inode: fields.next()?.parse().ok()?,
+        })
+    }
+}
+
 /// A field of `/proc/<pid>/smaps_rollup`, in KiB.
 fn smaps_rollup_kib(pid: i32, field: &str) -> u64 {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
