@@ -24,7 +24,7 @@ use crate::job::JobSpec;
 use crate::job_tree::JobTree;
 use crate::outcome::{self, Ending, Evidence};
 use crate::proto::api::{self, CapturedOutput, Usage, outcome::Kind};
-use crate::proto::worker::{WorkerEvent, WorkerJob, WorkerReady, worker_event};
+use crate::proto::worker::{JobResult, WorkerEvent, WorkerJob, WorkerReady, job_result, worker_event};
 use crate::reaper::{EndWatch, ExitStatus, WorkerEnd};
 use crate::sandbox::ids::{UidLease, UidPool};
 use crate::zygote::{WorkerFds, Zygote, ZygoteError};
@@ -330,11 +330,14 @@ impl Worker {
         Ok((reader, writer, ready))
     }
 
-    fn measure(&self, cpu_baseline: Duration) -> Measured {
+    /// What the job used, and the OOM kills it caused: not read for a job
+    /// that reported success, which no OOM kill turns into a failure.
+    fn measure(&self, cpu_baseline: Duration, ending: &Ending) -> Measured {
+        let succeeded = matches!(ending, Ending::Reported(JobResult { result: Some(job_result::Result::Ok(_)) }));
         Measured {
             cpu_time: self.tree.cpu_usage().saturating_sub(cpu_baseline),
             peak_memory_bytes: self.tree.peak_memory_bytes(),
-            oom_kills: self.tree.oom_kills().saturating_sub(self.oom_kills_before),
+            oom_kills: if succeeded { 0 } else { self.tree.oom_kills().saturating_sub(self.oom_kills_before) },
         }
     }
 
@@ -435,17 +438,19 @@ impl Worker {
         };
         // Measured once the ending is known, before anything is killed:
         // without a cgroup the worker process is all there is to read.
-        let Measured { cpu_time, peak_memory_bytes, oom_kills } = self.measure(cpu_baseline);
+        let Measured { cpu_time, peak_memory_bytes, oom_kills } = self.measure(cpu_baseline, &ending);
 
         if let Ending::Reported(result) = &ending
             && !reports_table(result)
         {
             // Nothing more can come from this job that its outcome needs:
             // the worker flushed its output before reporting. Answer now;
-            // the processes are killed and reaped after.
+            // its channel and pipes are closed, its processes killed and
+            // reaped after.
             let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
             let wall_time = dispatched_at.elapsed();
-            tokio::spawn(self.into_remains().clean_up(exit.is_some()));
+            let exited = exit.is_some();
+            tokio::spawn(async move { self.into_remains().clean_up(exited).await });
             let blocked_syscall = blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
             let kind =
                 outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
@@ -669,8 +674,8 @@ async fn cpu_deadline(tree: &JobTree, baseline: Duration, limit: Duration, cores
 }
 
 /// Whether the worker says it wrote an output table.
-fn reports_table(result: &crate::proto::worker::JobResult) -> bool {
-    matches!(&result.result, Some(crate::proto::worker::job_result::Result::Ok(ok)) if ok.wrote_table)
+fn reports_table(result: &JobResult) -> bool {
+    matches!(&result.result, Some(job_result::Result::Ok(ok)) if ok.wrote_table)
 }
 
 fn usage(queue_time: Duration, wall_time: Duration, cpu_time: Duration, peak_memory_bytes: u64) -> Usage {
