@@ -22,6 +22,10 @@ HEADER = struct.Struct(">I")
 # Most fds any frame of the pyclave protocols carries.
 MAX_FDS_PER_FRAME = 8
 _RECV_CHUNK_BYTES = 256 * 1024
+# The first read of a frame whose length is not known yet: CPython allocates
+# the whole requested size for every recvmsg, and 256 KiB is an mmap (or a
+# fresh stretch of heap) and its page faults, where most frames are small.
+_FIRST_RECV_BYTES = 4096
 _ANCILLARY_BYTES = socket.CMSG_SPACE(MAX_FDS_PER_FRAME * array.array("i").itemsize)
 
 
@@ -78,6 +82,16 @@ class FrameDecoder:
         del self._buffer[:end]
         return payload
 
+    def bytes_to_read(self) -> int:
+        """How much the next read should ask for: the rest of the current
+        frame when its length is known, within [_FIRST_RECV_BYTES,
+        _RECV_CHUNK_BYTES]."""
+        if len(self._buffer) < HEADER.size:
+            return _FIRST_RECV_BYTES
+        (length,) = HEADER.unpack_from(self._buffer)
+        missing = HEADER.size + length - len(self._buffer)
+        return min(max(missing, _FIRST_RECV_BYTES), _RECV_CHUNK_BYTES)
+
     def take_fd(self) -> int:
         """The next fd received, in arrival order; the caller owns it."""
         if not self._fds:
@@ -90,9 +104,10 @@ class FrameDecoder:
             os.close(self._fds.popleft())
 
 
-def recv_chunk(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """One recvmsg: bytes (empty at EOF) and the fds that came with them."""
-    data, ancdata, flags, _ = sock.recvmsg(_RECV_CHUNK_BYTES, _ANCILLARY_BYTES)
+def recv_chunk(sock: socket.socket, size: int = _RECV_CHUNK_BYTES) -> tuple[bytes, list[int]]:
+    """One recvmsg of up to `size` bytes: bytes (empty at EOF) and the fds
+    that came with them."""
+    data, ancdata, flags, _ = sock.recvmsg(size, _ANCILLARY_BYTES)
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -118,7 +133,7 @@ class FrameReader:
             frame = self.decoder.next_frame()
             if frame is not None:
                 return frame
-            data, fds = recv_chunk(self._sock)
+            data, fds = recv_chunk(self._sock, self.decoder.bytes_to_read())
             if not data:
                 self.decoder.close_fds()
                 return None

@@ -31,6 +31,9 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 # saves, and the zygote's warm-up (below) must start no thread.
 _THREADED_CONVERSION_ROWS = 1_000_000
 
+# `json.dumps` with any non-default option builds an encoder per call.
+_JSON_ENCODER = json.JSONEncoder(allow_nan=False)
+
 _WARM_UP_TRANSFORM = (
     "def transform(table, params):\n"
     "    table = table[table['v'] % 2 == 0].assign(w=table['v'] * 2)\n"
@@ -128,7 +131,7 @@ def _run_user_code(request: worker_pb2.WorkerJob, table: Optional[pyarrow.Table]
     main = _entry_point(namespace, "main")
     value = main(params) if _takes_an_argument(main) else main()
     try:
-        text = json.dumps(value, allow_nan=False)
+        text = _JSON_ENCODER.encode(value)
     except (TypeError, ValueError) as error:
         raise TypeError(f"main() must return a JSON-serializable value: {error}") from None
     return worker_pb2.JobResult(ok=worker_pb2.JobOk(json=text))
