@@ -339,10 +339,10 @@ async fn zygote_libraries_are_merged_into_fewer_mappings() {
             && first.file() == second.file()
             && first.end == second.start
             && second.offset == first.offset + (second.start - first.start);
-        let mergeable = match (first.permissions.as_str(), second.permissions.as_str()) {
-            ("r--p", "r-xp" | "rw-p") | ("r-xp", "r--p") => true,
-            _ => false,
-        };
+        let mergeable = matches!(
+            (first.permissions.as_str(), second.permissions.as_str()),
+            ("r--p", "r-xp" | "rw-p") | ("r-xp", "r--p")
+        );
         assert!(
             !(continues && mergeable && first.file().is_some_and(|file| code_files.contains(&file))),
             "left apart: {first:?} {second:?}"
