@@ -17,10 +17,6 @@ use tokio::task::JoinHandle;
 
 use crate::proto::api::CapturedOutput;
 
-/// Per read; a job's output is mostly small, and the buffer is zeroed per
-/// worker.
-const CHUNK_BYTES: usize = 16 * 1024;
-
 /// A pipe whose write end goes to a worker and whose read end is captured.
 pub struct CapturePipe {
     pub read: ReadEnd,
@@ -43,14 +39,8 @@ impl CapturePipe {
 struct Shared {
     receiver: pipe::Receiver,
     /// Held while reading *and* appending, so bytes keep their order.
-    state: Mutex<State>,
+    output: Mutex<CapturedOutput>,
     cap_bytes: usize,
-}
-
-struct State {
-    output: CapturedOutput,
-    /// Zeroed once per capture, not on every read.
-    chunk: Box<[u8]>,
 }
 
 /// How a read reaches the pipe.
@@ -67,26 +57,27 @@ enum Via {
 impl Shared {
     /// Reads what the pipe holds now; `Ok(true)` at the end of the stream.
     fn read_available(&self, via: Via) -> io::Result<bool> {
-        let mut state = self.state.lock().expect("capture lock");
-        let State { output, chunk } = &mut *state;
-        loop {
-            let read = match via {
-                Via::Reactor => self.receiver.try_read(chunk),
-                Via::Kernel => nix::unistd::read(&self.receiver, chunk).map_err(io::Error::from),
-            };
-            match read {
-                Ok(0) => return Ok(true),
-                Ok(read) => {
-                    let room = self.cap_bytes - output.data.len();
-                    if read > room {
-                        output.truncated = true;
+        let mut output = self.output.lock().expect("capture lock");
+        crate::channel::with_read_scratch(|chunk| {
+            loop {
+                let read = match via {
+                    Via::Reactor => self.receiver.try_read(chunk),
+                    Via::Kernel => nix::unistd::read(&self.receiver, chunk).map_err(io::Error::from),
+                };
+                match read {
+                    Ok(0) => return Ok(true),
+                    Ok(read) => {
+                        let room = self.cap_bytes - output.data.len();
+                        if read > room {
+                            output.truncated = true;
+                        }
+                        output.data.extend_from_slice(&chunk[..read.min(room)]);
                     }
-                    output.data.extend_from_slice(&chunk[..read.min(room)]);
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(error) => return Err(error),
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(error) => return Err(error),
             }
-        }
+        })
     }
 }
 
@@ -102,10 +93,7 @@ impl Capture {
             // Unchecked: `ReadEnd` is a pipe's non-blocking read end already,
             // and tokio's checks would cost three syscalls per pipe per worker.
             receiver: pipe::Receiver::from_owned_fd_unchecked(read.0)?,
-            state: Mutex::new(State {
-                output: CapturedOutput::default(),
-                chunk: vec![0; CHUNK_BYTES].into_boxed_slice(),
-            }),
+            output: Mutex::new(CapturedOutput::default()),
             cap_bytes,
         });
         let reader = Arc::clone(&shared);
@@ -126,7 +114,7 @@ impl Capture {
     /// What was written so far, including bytes still in the pipe.
     pub fn snapshot(&self) -> CapturedOutput {
         let _ = self.shared.read_available(Via::Kernel);
-        self.shared.state.lock().expect("capture lock").output.clone()
+        self.shared.output.lock().expect("capture lock").clone()
     }
 
     /// Stops capturing: the read end is closed (a writer left gets EPIPE).

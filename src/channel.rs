@@ -12,6 +12,7 @@
 //! (an edge-triggered `EPOLLOUT` per frame sent). The rare write that does
 //! wait registers a duplicate of the fd for writability until its frame is out.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -31,6 +32,20 @@ pub const MAX_FDS_PER_FRAME: usize = 8;
 const MAX_QUEUED_FDS: usize = 16;
 const HEADER_BYTES: usize = 4;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// Where reads land before their bytes are appended where they belong.
+    /// Every reader copies them out before it could read again, so one per
+    /// thread serves them all: a buffer per reader was allocated and zeroed
+    /// for every worker (three per job).
+    static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK_BYTES].into_boxed_slice());
+}
+
+/// Runs `read` with this thread's read buffer (not re-entrant: `read` must
+/// not call this again).
+pub(crate) fn with_read_scratch<R>(read: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_SCRATCH.with_borrow_mut(|scratch| read(scratch))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -67,7 +82,6 @@ pub fn split(stream: UnixStream, max_frame_bytes: usize) -> io::Result<(FrameRea
         fds: VecDeque::new(),
         keeps_fds: true,
         sender_pid: None,
-        chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
     };
     Ok((reader, FrameWriter { stream }))
 }
@@ -82,7 +96,6 @@ pub struct FrameReader {
     /// The pid of the process that sent the bytes read last, when the
     /// socket passes credentials.
     sender_pid: Option<i32>,
-    chunk: Box<[u8]>,
 }
 
 impl FrameReader {
@@ -130,9 +143,17 @@ impl FrameReader {
 
     /// Reads one chunk (and any fds with it); returns the bytes read.
     async fn fill(&mut self) -> Result<usize, ChannelError> {
+        let buffer = &mut self.buffer;
         let Received { bytes: read, fds, sender_pid } = loop {
             let mut ready = self.stream.readable().await?;
-            match ready.try_io(|stream| receive(stream.as_raw_fd(), &mut self.chunk)) {
+            let attempt = with_read_scratch(|scratch| {
+                ready.try_io(|stream| {
+                    let received = receive(stream.as_raw_fd(), scratch)?;
+                    buffer.extend_from_slice(&scratch[..received.bytes]);
+                    Ok(received)
+                })
+            });
+            match attempt {
                 Ok(received) => break received?,
                 Err(_would_block) => continue,
             }
@@ -143,7 +164,6 @@ impl FrameReader {
         if !self.keeps_fds && !fds.is_empty() {
             return Err(ChannelError::FdsRefused { count: fds.len() });
         }
-        self.buffer.extend_from_slice(&self.chunk[..read]);
         self.fds.extend(fds);
         if self.fds.len() > MAX_QUEUED_FDS {
             return Err(ChannelError::TooManyFds { limit: MAX_QUEUED_FDS });
