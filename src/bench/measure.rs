@@ -41,9 +41,30 @@ pub fn process_cpu(pid: u32) -> Duration {
     // Fields after the command name (which may hold spaces): state is 3rd, utime 14th, stime 15th.
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    from_clock_ticks(ticks(11) + ticks(12))
+}
+
+/// CPU time the whole machine has spent not idle so far (user, nice,
+/// system, irq and softirq of every CPU in `/proc/stat`).
+pub fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("cpu "))
+        .map(|fields| {
+            let fields: Vec<u64> = fields.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+            // user nice system idle iowait irq softirq ...
+            [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum()
+        })
+        .unwrap_or(0);
+    from_clock_ticks(ticks)
+}
+
+/// `/proc`'s clock ticks as time.
+fn from_clock_ticks(ticks: u64) -> Duration {
     // SAFETY: sysconf only reads a system constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_nanos((ticks(11) + ticks(12)) * 1_000_000_000 / per_second)
+    Duration::from_nanos(ticks * 1_000_000_000 / per_second)
 }
 
 /// `key` of `/proc/<pid>/<file>` in kB, as bytes.

@@ -3,6 +3,7 @@
 //! the same run (see [`workloads`] for the jobs, `baselines.py` for the
 //! baselines, [`measure`] for what is read off the system).
 
+pub mod compare;
 pub mod measure;
 pub mod workloads;
 
@@ -48,6 +49,14 @@ pub struct BenchArgs {
     /// Skip the 1 GiB zero-copy check (it needs ~2 GiB of memory).
     #[arg(long)]
     pub skip_huge: bool,
+    /// Instead of the full benchmark, compare this build with another
+    /// pyclave binary: their supervisors alternate over trivial closed-loop
+    /// runs at the largest --concurrency level, and medians are printed.
+    #[arg(long, value_name = "PYCLAVE")]
+    pub against: Option<PathBuf>,
+    /// Pairs of runs for --against.
+    #[arg(long, default_value_t = compare::DEFAULT_PAIRS)]
+    pub pairs: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,6 +81,9 @@ struct BaselineResult {
 /// Runs the benchmark; prints tables or JSON on stdout.
 pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let python = crate::zygote::resolve_program(&args.python).ok_or("python not found on PATH")?;
+    if let Some(against) = &args.against {
+        return compare::run(&args, &python, against).await;
+    }
     let dir = tempfile::Builder::new().prefix("pyclave-bench-").tempdir()?;
     let scale = if args.quick { 1 } else { 5 };
     let mut supervisor = Supervisor::start(dir.path(), &python, args.workers)?;
@@ -195,11 +207,21 @@ struct Supervisor {
 
 impl Supervisor {
     fn start(dir: &Path, python: &Path, workers: Option<usize>) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::start_binary(&std::env::current_exe()?, dir, python, workers)
+    }
+
+    /// The supervisor of the pyclave binary at `binary`.
+    fn start_binary(
+        binary: &Path,
+        dir: &Path,
+        python: &Path,
+        workers: Option<usize>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let socket = dir.join("bench.sock");
         let config = dir.join("bench.toml");
         let workers = workers.unwrap_or_else(|| crate::config::PoolConfig::default().worker_count());
         std::fs::write(&config, format!("[pool]\nworkers = {workers}\npython = {:?}\n", python.display().to_string()))?;
-        let child = Command::new(std::env::current_exe()?)
+        let child = Command::new(binary)
             .args(["serve", "--socket"])
             .arg(&socket)
             .arg("--config")
