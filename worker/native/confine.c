@@ -290,6 +290,13 @@ uint64_t pyclave_monotonic_us(void) {
     return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
 }
 
+/* Nested: without glibc, __GLIBC_PREREQ is no macro an #if could expand. */
+#if defined(__GLIBC_PREREQ)
+#if __GLIBC_PREREQ(2, 34)
+#define HAVE_FORK_WITHOUT_HANDLERS 1
+#endif
+#endif
+
 /*
  * fork() without the atfork handlers. fork() runs those the libraries
  * registered (jemalloc's and Arrow's in libarrow, OpenSSL's) and, in a
@@ -303,7 +310,7 @@ uint64_t pyclave_monotonic_us(void) {
  * (OpenSSL does on its own when it sees a new pid).
  */
 pid_t pyclave_fork_without_handlers(void) {
-#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
+#ifdef HAVE_FORK_WITHOUT_HANDLERS
     return _Fork();
 #else
     return fork();
