@@ -305,8 +305,9 @@ uint64_t pyclave_monotonic_us(void) {
  * its live workers, each a copy-on-write fault in the zygote, and as many
  * again in the worker. They exist to make locks and thread pools
  * consistent across threads, and the zygote has none when it forks (it
- * checks that it is single-threaded before it serves): no lock can be held
- * and no pool has workers. The worker reseeds what needs reseeding itself
+ * checks that it is single-threaded before it serves, and its serving loop,
+ * zygote.c, must never start one): no lock can be held and no pool has
+ * workers. The worker reseeds what needs reseeding itself
  * (OpenSSL does on its own when it sees a new pid).
  */
 pid_t pyclave_fork_without_handlers(void) {

@@ -31,7 +31,7 @@ struct mapping {
     unsigned long start;
     unsigned long end;
     unsigned long offset;
-    unsigned long device;
+    uint64_t device;
     unsigned long inode; /* 0: not a file */
     char permissions[5];
     int changed;
@@ -58,7 +58,7 @@ static ssize_t read_mappings(struct mapping **out) {
         if (sscanf(line, "%lx-%lx %4s %lx %x:%x %lu", &mapping.start, &mapping.end, mapping.permissions,
                    &mapping.offset, &major, &minor, &mapping.inode) != 7)
             continue;
-        mapping.device = (unsigned long)major << 32 | minor;
+        mapping.device = (uint64_t)major << 32 | minor;
         if (count == capacity) {
             capacity *= 2;
             struct mapping *grown = realloc(mappings, capacity * sizeof *mappings);
@@ -142,9 +142,10 @@ int64_t pyclave_merge_library_mappings(void) {
         mprotect((void *)mapping->start, mapping->end - mapping->start, protection);
     }
     free(mappings);
-    count = read_mappings(&mappings);
-    if (count < 0)
-        return -1;
+    /* Merged either way: a count that cannot be read is reported as 0. */
+    ssize_t merged = read_mappings(&mappings);
+    if (merged < 0)
+        return 0;
     free(mappings);
-    return count;
+    return merged;
 }

@@ -108,7 +108,8 @@ int64_t pyclave_collapse_into_huge_pages(void);
 void pyclave_split_huge_pages(void);
 
 /* mappings.c: merges the read-only segments of loaded libraries into their
-   neighbours; the process's mapping count after, or -1 (errno). */
+   neighbours; the process's mapping count after (0 if it cannot be read
+   again), or -1 (errno) when the mappings cannot be read at all. */
 int64_t pyclave_merge_library_mappings(void);
 
 /* protobuf.c: a frame is a 4-byte big-endian length, then one message. */
