@@ -330,14 +330,11 @@ impl Worker {
         Ok((reader, writer, ready))
     }
 
-    /// What the job used, and the OOM kills it caused: not read for a job
-    /// that reported success, which no OOM kill turns into a failure.
-    fn measure(&self, cpu_baseline: Duration, ending: &Ending) -> Measured {
-        let succeeded = matches!(ending, Ending::Reported(JobResult { result: Some(job_result::Result::Ok(_)) }));
+    fn measure(&self, cpu_baseline: Duration) -> Measured {
         Measured {
             cpu_time: self.tree.cpu_usage().saturating_sub(cpu_baseline),
             peak_memory_bytes: self.tree.peak_memory_bytes(),
-            oom_kills: if succeeded { 0 } else { self.tree.oom_kills().saturating_sub(self.oom_kills_before) },
+            oom_kills: self.tree.oom_kills().saturating_sub(self.oom_kills_before),
         }
     }
 
@@ -438,7 +435,7 @@ impl Worker {
         };
         // Measured once the ending is known, before anything is killed:
         // without a cgroup the worker process is all there is to read.
-        let Measured { cpu_time, peak_memory_bytes, oom_kills } = self.measure(cpu_baseline, &ending);
+        let Measured { cpu_time, peak_memory_bytes, oom_kills } = self.measure(cpu_baseline);
 
         if let Ending::Reported(result) = &ending
             && !reports_table(result)
