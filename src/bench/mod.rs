@@ -55,7 +55,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PYCLAVE")]
     pub against: Option<PathBuf>,
     /// Pairs of runs for --against.
-    #[arg(long, default_value_t = compare::DEFAULT_PAIRS)]
+    #[arg(long, default_value_t = compare::DEFAULT_PAIRS, requires = "against")]
     pub pairs: usize,
 }
 
