@@ -33,8 +33,9 @@ async fn main_without_params_and_auto_kind_work() {
 #[tokio::test]
 async fn every_job_gets_its_own_random_streams() {
     // Workers are forked from one zygote: without reseeding, every job would
-    // draw the zygote's numbers (OpenSSL's generator reseeds itself on a new
-    // pid: the zygote forks without atfork handlers).
+    // draw the zygote's numbers. OpenSSL's generator is among them for the
+    // day the zygote draws from it at start-up: the zygote forks without
+    // atfork handlers, and OpenSSL must then reseed on its own, on a new pid.
     let supervisor = Supervisor::start("");
     let mut client = supervisor.client().await;
     let code = "import random, ssl, numpy\ndef main():\n    return [random.getrandbits(64), int(numpy.random.randint(2**62)), \

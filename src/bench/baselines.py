@@ -8,8 +8,7 @@ Usage: python baselines.py MODE CODE_FILE INPUT_FILE JOBS
   forkrate   fork+exit+wait of a process that imported pandas/pyarrow/numpy
              and called gc.freeze(), its memory on huge pages, its libraries'
              mappings merged and forking from native code like pyclave's
-             zygote (the input argument
-             names pyclave's native library)
+             zygote (the input argument names pyclave's native library)
 Prints one JSON object: {"latencies_us": [...]}.
 """
 

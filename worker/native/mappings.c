@@ -71,13 +71,11 @@ static ssize_t read_mappings(struct mapping **out) {
         }
         mappings[count++] = mapping;
     }
-    int saved = errno;
     fclose(maps);
     if (mappings == NULL) {
         errno = ENOMEM;
         return -1;
     }
-    errno = saved;
     *out = mappings;
     return (ssize_t)count;
 }
