@@ -7,10 +7,17 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Workers that exited cleanly but whose uid is not back yet: the zygote
+/// holds such exits up to 10 ms to report them together (`EXIT_HOLD_NS` in
+/// `worker/native/zygote.c`), i.e. 32 of them at 3,200 jobs/s. Too few uids
+/// and every spawn waits for a batch: with `2 × workers + 4` a 2-core host
+/// sat 30 % idle under load (at ~800 jobs/s the held exits alone need 8).
+const UIDS_OF_HELD_EXITS: usize = 32;
+
 /// The uids a pool of `workers` leases from, starting at `base`: enough for
-/// idle and running workers, and a few on their way out.
+/// idle and running workers and the exits the zygote holds back.
 pub fn worker_uids(base: u32, workers: usize) -> Range<u32> {
-    base..base + (2 * workers + 4) as u32
+    base..base + (2 * workers + UIDS_OF_HELD_EXITS) as u32
 }
 
 /// A pool of uids; a [`UidLease`] returns its uid when dropped.
