@@ -67,7 +67,7 @@ const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
 /// own name starts with `hostile-`).
 const LEFTOVER_PREFIX: &str = "hx-";
 /// Job uids of this suite's supervisor: `[uid_base, uid_base + UID_SPAN)`
-/// (it leases 2 x workers + 32 of them).
+/// (it leases 10 x workers of them).
 const UID_SPAN: u32 = 64;
 
 /// A `uid_base` no other supervisor on the host is likely to use: uids are

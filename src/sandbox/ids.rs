@@ -7,17 +7,18 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Workers that exited cleanly but whose uid is not back yet: the zygote
-/// holds such exits up to 10 ms to report them together (`EXIT_HOLD_NS` in
-/// `worker/native/zygote.c`), i.e. 32 of them at 3,200 jobs/s. Too few uids
-/// and every spawn waits for a batch: with `2 × workers + 4` a 2-core host
-/// sat 30 % idle under load (at ~800 jobs/s the held exits alone need 8).
-const UIDS_OF_HELD_EXITS: usize = 32;
+/// Uids per worker slot for workers that exited but whose uid is not back
+/// yet: the zygote holds clean exits up to 10 ms to report them together
+/// (`EXIT_HOLD_NS` in `worker/native/zygote.c`), and a slot's worker lives
+/// over 1.25 ms (fork, confinement, its job), so a slot ends at most 8
+/// workers in one hold. Too few uids and every spawn waits for a batch: with
+/// 4 spare uids in all, a 2-core host sat ~30 % idle under load.
+const HELD_EXITS_PER_WORKER: usize = 8;
 
 /// The uids a pool of `workers` leases from, starting at `base`: enough for
 /// idle and running workers and the exits the zygote holds back.
 pub fn worker_uids(base: u32, workers: usize) -> Range<u32> {
-    base..base + (2 * workers + UIDS_OF_HELD_EXITS) as u32
+    base..base + (workers * (2 + HELD_EXITS_PER_WORKER)) as u32
 }
 
 /// A pool of uids; a [`UidLease`] returns its uid when dropped.

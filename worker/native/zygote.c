@@ -29,8 +29,9 @@
  * is not answered (the worker reports ready itself). Exits with status 0 (a
  * worker that reported its result, or was retired while idle) are held back
  * up to EXIT_HOLD_NS and sent together: they mostly hand a cgroup and a uid
- * back (only a job that exits cleanly without reporting waits, at most that
- * long, for its exit status), and every event the supervisor reads
+ * back (the supervisor's uid pool is sized for the hold, src/sandbox/ids.rs;
+ * only a job that exits cleanly without reporting waits, at most that long,
+ * for its exit status), and every event the supervisor reads
  * wakes it (a context switch costs it more than the rest of its share of a
  * job). Any other exit, and a failed spawn, goes at once, with whatever is
  * held.
