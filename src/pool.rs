@@ -2,13 +2,14 @@
 //!
 //! Each worker lives in its own task: it is asked of the zygote (off any
 //! job's path) and offers itself to the dispatcher at once; its `ready` is
-//! read only when it is given a job (offers are taken oldest first, so by
-//! then it has almost always been ready for a while). It runs that one job,
-//! and once the job is answered starts its own replacement (forking while
-//! the job runs would take CPU from it; the other warm workers serve
-//! meanwhile). The dispatcher takes queued jobs in order, bounded by the
-//! number of jobs allowed to run at once, and hands each to the next idle
-//! worker; offers from workers that died while idle are skipped, and a job
+//! read only when it is given a job. A job goes to the newest idle worker
+//! that has reported ready, else to the oldest (see [`IdleWorkers`]). It
+//! runs that one job, and once the job is answered starts its own
+//! replacement (forking while the job runs would take CPU from it; the
+//! other warm workers serve meanwhile). The dispatcher takes queued jobs in
+//! order, bounded by the number of jobs allowed to run at once, and hands
+//! each to an idle worker; offers from workers that died while idle are
+//! skipped, and a job
 //! whose worker fails before the job reaches it goes to another. The queue
 //! is bounded: a full queue rejects at once.
 
@@ -26,7 +27,7 @@ use crate::outcome;
 use crate::proto::api::rejected;
 use crate::reaper::WorkerEnd;
 use crate::sandbox::ids::UidPool;
-use crate::worker::{Finished, RunEnd, Worker, WorkerError, WorkerSettings};
+use crate::worker::{Finished, ReadyProbe, RunEnd, Worker, WorkerError, WorkerSettings};
 use crate::zygote::{Zygote, error_chain};
 
 const RESTART_DELAY: Duration = Duration::from_millis(200);
@@ -68,6 +69,38 @@ struct Assignment {
     _running: OwnedSemaphorePermit,
 }
 
+/// An idle worker's offer to take a job.
+struct Offer {
+    assign: oneshot::Sender<Assignment>,
+    ready: ReadyProbe,
+}
+
+/// The offers of idle workers, oldest first, as the dispatcher holds them.
+#[derive(Default)]
+struct IdleWorkers {
+    offers: Vec<Offer>,
+}
+
+impl IdleWorkers {
+    /// The offer the next job should take: the newest worker that has
+    /// reported ready, whose memory is the likeliest to be still in the
+    /// CPU's caches (and, in a VM, in the hypervisor's page-table cache):
+    /// with paced jobs on a warm pool it answers ~20 % sooner than the
+    /// oldest. Failing that, the oldest, the likeliest to be ready soonest.
+    /// Offers of workers that have gone are dropped; cancel-safe.
+    async fn take(&mut self, incoming: &mut mpsc::UnboundedReceiver<Offer>) -> Offer {
+        while let Ok(offer) = incoming.try_recv() {
+            self.offers.push(offer);
+        }
+        self.offers.retain(|offer| !offer.assign.is_closed());
+        if self.offers.is_empty() {
+            return incoming.recv().await.expect("workers hold the sender");
+        }
+        let newest_ready = self.offers.iter().rposition(|offer| offer.ready.has_reported());
+        self.offers.remove(newest_ready.unwrap_or(0))
+    }
+}
+
 pub struct PoolSettings {
     pub workers: usize,
     pub max_queued_jobs: usize,
@@ -91,7 +124,7 @@ struct Shared {
     pid_namespaces: bool,
     cores: u32,
     next_worker_id: AtomicU64,
-    idle: mpsc::UnboundedSender<oneshot::Sender<Assignment>>,
+    idle: mpsc::UnboundedSender<Offer>,
     /// Jobs whose worker died, or failed, before the job reached it; run first.
     retry: mpsc::UnboundedSender<Assignment>,
     /// Asks the spawner for a new worker task (a replacement).
@@ -185,10 +218,11 @@ impl Pool {
 async fn dispatch(
     mut queued: mpsc::Receiver<QueuedJob>,
     mut retries: mpsc::UnboundedReceiver<Assignment>,
-    mut offers: mpsc::UnboundedReceiver<oneshot::Sender<Assignment>>,
+    mut offers: mpsc::UnboundedReceiver<Offer>,
     running: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
+    let mut idle = IdleWorkers::default();
     loop {
         // A retry keeps the running slot it had: it must never wait behind a
         // queued job waiting for a slot.
@@ -208,9 +242,9 @@ async fn dispatch(
                     assignment.job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
                     break;
                 }
-                offer = offers.recv() => offer.expect("workers hold the sender"),
+                offer = idle.take(&mut offers) => offer,
             };
-            match offer.send(assignment) {
+            match offer.assign.send(assignment) {
                 Ok(()) => break,
                 Err(returned) => assignment = returned, // that worker died idle
             }
@@ -258,8 +292,8 @@ async fn worker_task(shared: Arc<Shared>) {
         }
     };
     // Offered before it is ready: its `ready` is read when a job comes.
-    let (offer, mut assigned) = oneshot::channel();
-    if shared.idle.send(offer).is_err() {
+    let (assign, mut assigned) = oneshot::channel();
+    if shared.idle.send(Offer { assign, ready: worker.ready_probe() }).is_err() {
         worker.retire().await;
         return;
     }

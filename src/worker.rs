@@ -8,11 +8,13 @@
 //! into the outcome, and makes sure nothing of the job is left (before the
 //! answer when there is a table to validate, after it otherwise).
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
+use nix::sys::socket::MsgFlags;
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
@@ -137,12 +139,12 @@ pub struct Worker {
 /// A worker asked of the zygote. It confines itself and reports ready on
 /// its channel, which is read only once a job is handed to it: until then
 /// nothing of it wakes the supervisor (a wakeup costs it more than the rest
-/// of its share of a job). Workers are handed jobs oldest first, so the one
-/// a job gets has almost always been ready for a while.
+/// of its share of a job). Whether it has reported yet can be asked without
+/// reading it: [`ReadyProbe`].
 pub struct Spawning {
     id: u64,
-    /// Not registered with the reactor yet.
-    channel: std::os::unix::net::UnixStream,
+    /// Not registered with the reactor yet; shared only with [`ReadyProbe`]s.
+    channel: Arc<UnixStream>,
     /// The read end of the worker's start pipe.
     started: OwnedFd,
     stdout: Capture,
@@ -152,7 +154,26 @@ pub struct Spawning {
     birth: Stillborn,
 }
 
+/// Tells whether a spawning worker has reported on its channel (almost
+/// always its `ready`), by peeking at it: nothing is read and nothing wakes.
+pub struct ReadyProbe(Weak<UnixStream>);
+
+impl ReadyProbe {
+    /// Whether the worker has sent something; false too once the worker is
+    /// let go or its channel is closed.
+    pub fn has_reported(&self) -> bool {
+        let Some(channel) = self.0.upgrade() else { return false };
+        let peeked =
+            nix::sys::socket::recv(channel.as_raw_fd(), &mut [0; 1], MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT);
+        matches!(peeked, Ok(1))
+    }
+}
+
 impl Spawning {
+    pub fn ready_probe(&self) -> ReadyProbe {
+        ReadyProbe(Arc::downgrade(&self.channel))
+    }
+
     /// Resolves if the worker ends before it is handed a job.
     pub async fn died(&mut self) -> WorkerEnd {
         match self.birth.end.as_mut() {
@@ -231,7 +252,7 @@ impl Worker {
                 }
             };
         }
-        let (ours, theirs) = attempt!(std::os::unix::net::UnixStream::pair());
+        let (ours, theirs) = attempt!(UnixStream::pair());
         // The worker's pid comes with its `ready` (the zygote does not answer
         // a spawn: one wakeup less per job).
         attempt!(channel::pass_credentials(&ours));
@@ -259,7 +280,7 @@ impl Worker {
         birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds).await));
         Ok(Spawning {
             id,
-            channel: ours,
+            channel: Arc::new(ours),
             started,
             stdout: stdout_capture,
             stderr: stderr_capture,
@@ -303,7 +324,7 @@ impl Worker {
     /// Reads the worker's first frame, which must be `ready`, and learns its
     /// pid from it.
     async fn wait_ready(
-        channel: std::os::unix::net::UnixStream,
+        channel: Arc<UnixStream>,
         birth: &mut Stillborn,
         settings: &WorkerSettings<'_>,
     ) -> Result<(FrameReader, FrameWriter, WorkerReady), WorkerError> {
@@ -609,9 +630,12 @@ struct Measured {
 /// A worker's channel, registered: it may send frames up to a result's
 /// size, and no fds.
 fn open_channel(
-    channel: std::os::unix::net::UnixStream,
+    channel: Arc<UnixStream>,
     settings: &WorkerSettings<'_>,
 ) -> std::io::Result<(FrameReader, FrameWriter)> {
+    // A probe holds the channel only while it peeks; should one be peeking
+    // now (on another thread), the channel is taken through a duplicate.
+    let channel = Arc::try_unwrap(channel).or_else(|shared| shared.try_clone())?;
     let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
     let (mut reader, writer) = channel::split(channel, max_frame as usize)?;
     reader.refuse_fds();
