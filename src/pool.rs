@@ -374,3 +374,61 @@ async fn worker_task(shared: Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    use super::*;
+
+    /// An idle worker as the dispatcher sees it: what its task and the
+    /// worker hold (the offer's receiver, both ends of the channel).
+    struct IdleFixture {
+        assigned: oneshot::Receiver<Assignment>,
+        _channel: Arc<UnixStream>,
+        _worker_end: UnixStream,
+    }
+
+    impl IdleFixture {
+        fn offer(reported: bool, offers: &mpsc::UnboundedSender<Offer>) -> Self {
+            let (ours, mut theirs) = UnixStream::pair().expect("socket pair");
+            if reported {
+                theirs.write_all(b"ready").expect("write");
+            }
+            let channel = Arc::new(ours);
+            let (assign, assigned) = oneshot::channel();
+            offers.send(Offer { assign, ready: ReadyProbe::of(&channel) }).expect("send");
+            Self { assigned, _channel: channel, _worker_end: theirs }
+        }
+
+        /// Whether its offer was taken (and then dropped).
+        fn taken(&mut self) -> bool {
+            matches!(self.assigned.try_recv(), Err(TryRecvError::Closed))
+        }
+    }
+
+    #[tokio::test]
+    async fn takes_the_newest_ready_worker_else_the_oldest() {
+        let (offers, mut incoming) = mpsc::unbounded_channel();
+        // Oldest first; the newest one's task gives up its offer (it died idle).
+        let mut workers: Vec<_> = [true, false, true, false, true]
+            .into_iter()
+            .map(|reported| IdleFixture::offer(reported, &offers))
+            .collect();
+        workers[4].assigned.close();
+
+        let mut idle = IdleWorkers::default();
+        // The newest ready worker, then the other ready one, then (none
+        // ready) the oldest first.
+        for expected in [2, 0, 1, 3] {
+            drop(idle.take(&mut incoming).await);
+            let taken: Vec<_> = workers.iter_mut().map(IdleFixture::taken).collect();
+            assert!(taken[expected], "expected worker {expected}, taken so far: {taken:?}");
+            workers[expected].assigned.close();
+        }
+        assert!(idle.offers.is_empty(), "the offer of the worker that went is dropped");
+    }
+}

@@ -159,6 +159,11 @@ pub struct Spawning {
 pub struct ReadyProbe(Weak<UnixStream>);
 
 impl ReadyProbe {
+    /// A probe of the supervisor's end of a worker's channel.
+    pub(crate) fn of(channel: &Arc<UnixStream>) -> Self {
+        Self(Arc::downgrade(channel))
+    }
+
     /// Whether the worker has sent something; false too once the worker is
     /// let go or its channel is closed.
     pub fn has_reported(&self) -> bool {
@@ -171,7 +176,7 @@ impl ReadyProbe {
 
 impl Spawning {
     pub fn ready_probe(&self) -> ReadyProbe {
-        ReadyProbe(Arc::downgrade(&self.channel))
+        ReadyProbe::of(&self.channel)
     }
 
     /// Resolves if the worker ends before it is handed a job.
