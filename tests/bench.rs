@@ -1,11 +1,49 @@
-//! `pyclave bench` through its command line (the full benchmark takes
-//! minutes and measures, so it is run by `scripts/bench.sh`, not here).
+//! `pyclave bench` through its command line: `--quick` reports every figure
+//! (the full benchmark takes minutes and is run by `scripts/bench.sh`).
 
 mod common;
 
 use std::process::Command;
 
 use common::*;
+
+/// One quick run measures every workload, baseline and headline ratio, and
+/// finds the 128 MB input reaching `transform` uncopied.
+#[test]
+fn quick_bench_reports_every_figure() {
+    let output = Command::new(env!("CARGO_BIN_EXE_pyclave"))
+        .args(["bench", "--quick", "--json", "--skip-huge", "--concurrency", "2", "--workers", "2", "--python"])
+        .arg(venv_python())
+        .output()
+        .expect("run pyclave bench");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+
+    let levels = report["levels"].as_array().expect("levels");
+    assert_eq!(levels.len(), 4, "one level per workload");
+    for level in levels {
+        assert_eq!(level["failed"], 0, "{level}");
+        assert!(level["jobs_per_second"].as_f64().is_some_and(|rate| rate > 0.0), "{level}");
+    }
+    assert!(report["warm_pool_latency"]["latency"]["p50_us"].as_u64().is_some_and(|p50| p50 > 0));
+    let cold = &report["baselines"][0];
+    assert_eq!((cold["workload"].as_str(), cold["baseline"].as_str()), (Some("trivial exec"), Some("cold python -c")));
+    assert!(cold["latency"]["p50_us"].as_u64().is_some_and(|p50| p50 > 0), "{cold}");
+
+    let cold_vs_warm = &report["cold_comparison"];
+    assert_eq!(cold_vs_warm["rounds"].as_array().map(Vec::len), Some(3));
+    assert!(cold_vs_warm["ratio"].as_f64().is_some_and(|ratio| ratio > 1.0), "{cold_vs_warm}");
+    let floor = &report["floor_comparison"];
+    assert_eq!(floor["callers"], 2);
+    assert_eq!(floor["comparison"]["rounds"].as_array().map(Vec::len), Some(3));
+    assert!(floor["comparison"]["ratio"].as_f64().is_some_and(|ratio| ratio > 0.0), "{floor}");
+
+    assert_eq!(report["idle_memory"]["idle_workers"], 2);
+    assert!(report["idle_memory"]["idle_worker_uss_bytes"].as_u64().is_some_and(|uss| uss > 0));
+    let copy = &report["input_copy"][0];
+    assert!(copy["column_bytes"].as_u64().is_some_and(|bytes| bytes >= 128_000_000), "{copy}");
+    assert_eq!(copy["copied_bytes"], 0, "{copy}");
+}
 
 /// `--against` runs both builds' supervisors, alternately, and reports each
 /// one's medians and the per-pair comparison (here the build against itself).

@@ -115,15 +115,7 @@ async fn run_once(
 
 /// Each figure's median over `runs`.
 fn summary(runs: &[Run]) -> Run {
-    fn median(mut values: Vec<f64>) -> f64 {
-        values.sort_by(f64::total_cmp);
-        match values.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => values[n / 2],
-            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-        }
-    }
-    let of = |figure: fn(&Run) -> f64| median(runs.iter().map(figure).collect());
+    let of = |figure: fn(&Run) -> f64| measure::median(runs.iter().map(figure).collect());
     Run {
         jobs_per_second: of(|r| r.jobs_per_second),
         p50_us: of(|r| r.p50_us as f64) as u64,

@@ -35,13 +35,24 @@ impl Latencies {
     }
 }
 
-/// User plus system CPU time a process has used so far.
+/// The median of `values` (0 for none).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// CPU time a process has used so far (all its threads, those gone too),
+/// to the nanosecond: `/proc`'s utime and stime count 10 ms ticks, coarser
+/// than a short run's share per job.
 pub fn process_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is 3rd, utime 14th, stime 15th.
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    from_clock_ticks(ticks(11) + ticks(12))
+    nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid as i32))
+        .and_then(nix::time::clock_gettime)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 /// CPU time the whole machine has spent not idle so far (user, nice,

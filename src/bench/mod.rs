@@ -1,9 +1,11 @@
 //! `pyclave bench`: throughput and latency of a real supervisor over its
 //! Unix socket, with the approaches callers would otherwise use measured in
 //! the same run (see [`workloads`] for the jobs, `baselines.py` for the
-//! baselines, [`measure`] for what is read off the system).
+//! baselines, [`headline`] for the two ratios the design is judged by,
+//! [`measure`] for what is read off the system).
 
 pub mod compare;
+pub mod headline;
 pub mod measure;
 pub mod workloads;
 
@@ -27,6 +29,8 @@ const IDLE_SETTLE: Duration = Duration::from_secs(1);
 /// Pause between jobs of the warm-pool latency run: longer than a worker
 /// takes to be forked and confined.
 const WARM_PACE: Duration = Duration::from_millis(40);
+/// Alternating rounds of each headline ratio (`--quick`: 3).
+const HEADLINE_ROUNDS: usize = 5;
 
 /// Options of `pyclave bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -110,14 +114,15 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let cpu_before = measure::process_cpu(supervisor.pid());
     let mut warm = run_level(&socket, &workloads::TRIVIAL, None, 1, 100 * scale, Some(WARM_PACE)).await?;
     warm.supervisor_cpu_per_job_us =
-        (measure::process_cpu(supervisor.pid()) - cpu_before).as_secs_f64() * 1e6 / warm.jobs as f64;
+        measure::process_cpu(supervisor.pid()).saturating_sub(cpu_before).as_secs_f64() * 1e6 / warm.jobs as f64;
 
     let script = dir.path().join("baselines.py");
     std::fs::write(&script, BASELINES_PY)?;
-    // The zygote forks from pyclave's native library: so does the floor.
-    let runtime = crate::runtime_files::RuntimeDir::create(dir.path())?;
-    let library = runtime.native_library().display().to_string();
-    let mut fork_floor = None;
+    let mut code_files = Vec::new();
+    for (index, workload) in workloads::ALL.iter().enumerate() {
+        code_files.push(dir.path().join(format!("workload{index}.py")));
+        std::fs::write(&code_files[index], workload.code)?;
+    }
     let mut levels = Vec::new();
     for workload in workloads::ALL {
         let jobs = scale * if workload.input == Some(TableSize::Large) { 8 } else { 200 };
@@ -125,26 +130,38 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
             let input = input_of(&workload).map(|(_, fd, ..)| fd);
             let cpu_before = measure::process_cpu(supervisor.pid());
             let mut level = run_level(&socket, &workload, input, callers, jobs.max(callers), None).await?;
-            let cpu = measure::process_cpu(supervisor.pid()) - cpu_before;
+            let cpu = measure::process_cpu(supervisor.pid()).saturating_sub(cpu_before);
             level.supervisor_cpu_per_job_us = cpu.as_secs_f64() * 1e6 / level.jobs as f64;
             levels.push(level);
         }
-        if workload.name == workloads::TRIVIAL.name {
-            // Right after the throughput it is the floor of: this host's
-            // speed drifts over minutes.
-            progress("baseline fork+exit+wait of a pandas zygote");
-            fork_floor = Some(baseline(&python, &script, "forkrate", Path::new("-"), &library, 300 * scale)?);
-        }
     }
-    let fork_floor = fork_floor.expect("the trivial workload is among those measured");
+
+    // The zygote forks from pyclave's native library: so does the floor.
+    let runtime = crate::runtime_files::RuntimeDir::create(dir.path())?;
+    let native_library = runtime.native_library().display().to_string();
+    let trivial_index = workloads::ALL.iter().position(|w| w.name == workloads::TRIVIAL.name).expect("trivial");
+    let setup = headline::Setup {
+        socket: &socket,
+        python: &python,
+        script: &script,
+        trivial_code: &code_files[trivial_index],
+        native_library: &native_library,
+        rounds: if args.quick { 3 } else { HEADLINE_ROUNDS },
+        scale,
+    };
+    let cold_comparison = headline::cold_vs_warm(&setup).await?;
+    let best_callers = levels
+        .iter()
+        .filter(|level| level.workload == workloads::TRIVIAL.name)
+        .max_by(|a, b| a.jobs_per_second.total_cmp(&b.jobs_per_second))
+        .map_or(1, |level| level.callers);
+    let floor_comparison = headline::floor_vs_throughput(&setup, best_callers).await?;
 
     let copies = copy_checks(&socket, &inputs[1].1, inputs[1].3, args.skip_huge).await?;
 
     let mut baselines = Vec::new();
     let bwrap = crate::zygote::resolve_program(Path::new("bwrap"));
-    for workload in workloads::ALL {
-        let code_file = dir.path().join(format!("{}.py", workload.name.len()));
-        std::fs::write(&code_file, workload.code)?;
+    for (workload, code_file) in workloads::ALL.into_iter().zip(&code_files) {
         let input = input_of(&workload).map(|(.., path, _)| path.display().to_string()).unwrap_or_default();
         let large = workload.input == Some(TableSize::Large);
         let cold_jobs = if large { 2 } else { 3 * scale };
@@ -159,7 +176,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
                 Some(note) => {
                     BaselineResult { workload: workload.name, baseline: label, latency: None, note: note.into() }
                 }
-                None => match baseline(&python, &script, mode, &code_file, &input, jobs) {
+                None => match baseline(&python, &script, mode, code_file, &input, jobs) {
                     Ok(latency) => BaselineResult {
                         workload: workload.name,
                         baseline: label,
@@ -186,14 +203,15 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         "warm_pool_latency": warm,
         "levels": levels,
         "baselines": baselines,
-        "fork_exit_wait_floor": fork_floor,
+        "cold_comparison": cold_comparison,
+        "floor_comparison": { "callers": best_callers, "comparison": floor_comparison },
         "idle_memory": idle_memory,
         "input_copy": copies,
     });
     if args.json {
         println!("{report}");
     } else {
-        print_tables(&warm, &levels, &baselines, &fork_floor, &report);
+        print_tables(&warm, &levels, &baselines, (&cold_comparison, &floor_comparison, best_callers), &report);
     }
     Ok(())
 }
@@ -423,7 +441,7 @@ fn print_tables(
     warm: &LevelResult,
     levels: &[LevelResult],
     baselines: &[BaselineResult],
-    fork_floor: &Latencies,
+    (cold, floor, floor_callers): (&headline::Alternated, &headline::Alternated, usize),
     report: &serde_json::Value,
 ) {
     println!("machine: {}", report["machine"]);
@@ -471,26 +489,24 @@ fn print_tables(
             _ => println!("{:<46} {:<24} {}", baseline.workload, baseline.baseline, baseline.note),
         }
     }
-    let best =
-        levels.iter().filter(|l| l.workload == workloads::TRIVIAL.name).map(|l| l.jobs_per_second).fold(0.0, f64::max);
-    let floor_rate = 1e6 / fork_floor.p50_us.max(1) as f64;
     println!(
-        "\nfork+exit+wait of a pandas zygote (floor of this design): p50 {} ms, {:.0}/s; pyclave trivial best {:.0} jobs/s = {:.0}% of it",
-        ms(fork_floor.p50_us),
-        floor_rate,
-        best,
-        100.0 * best / floor_rate
+        "\ncold python -c per trivial job vs pyclave with a warm pool, {} alternating rounds (medians): {} ms vs {} ms = {:.0}x (rounds {:.0}x to {:.0}x)",
+        cold.rounds.len(),
+        format_args!("{:.1}", cold.baseline),
+        format_args!("{:.2}", cold.pyclave),
+        cold.ratio,
+        cold.ratio_min,
+        cold.ratio_max,
     );
-    let cold = baselines
-        .iter()
-        .find(|b| b.workload == workloads::TRIVIAL.name && b.baseline == "cold python -c")
-        .and_then(|b| b.latency);
-    if let Some(cold) = cold {
-        println!(
-            "cold python -c per trivial job vs pyclave with a warm pool (p50): {:.0}x",
-            cold.p50_us as f64 / warm.latency.p50_us.max(1) as f64
-        );
-    }
+    println!(
+        "fork+exit+wait of a pandas zygote (floor of this design) vs pyclave trivial x{floor_callers}, {} alternating rounds (medians): {:.0}/s vs {:.0} jobs/s = {:.0}% of it (rounds {:.0}% to {:.0}%)",
+        floor.rounds.len(),
+        floor.baseline,
+        floor.pyclave,
+        100.0 * floor.ratio,
+        100.0 * floor.ratio_min,
+        100.0 * floor.ratio_max,
+    );
     println!("idle memory: {}", report["idle_memory"]);
     println!("input bytes copied before transform(): {}", report["input_copy"]);
 }
