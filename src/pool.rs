@@ -4,14 +4,15 @@
 //! job's path) and offers itself to the dispatcher at once; its `ready` is
 //! read only when it is given a job. A job goes to the newest idle worker
 //! that has reported ready, else to the oldest (see [`IdleWorkers`]). It
-//! runs that one job, and once the job is answered starts its own
-//! replacement (forking while the job runs would take CPU from it; the
-//! other warm workers serve meanwhile). The dispatcher takes queued jobs in
-//! order, bounded by the number of jobs allowed to run at once, and hands
-//! each to an idle worker; offers from workers that died while idle are
-//! skipped, and a job
-//! whose worker fails before the job reaches it goes to another. The queue
-//! is bounded: a full queue rejects at once.
+//! runs that one job and starts its own replacement: once the job is
+//! answered when it runs alone (forking while it runs would take CPU from
+//! it; the other warm workers serve meanwhile), at once when other jobs
+//! run too (under load the fork competes anyway, and should keep the cores
+//! busy). The dispatcher takes queued jobs in order, bounded by the number
+//! of jobs allowed to run at once, and hands each to an idle worker; offers
+//! from workers that died while idle are skipped, and a job whose worker
+//! fails before the job reaches it goes to another. The queue is bounded: a
+//! full queue rejects at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +68,9 @@ impl QueuedJob {
 struct Assignment {
     job: QueuedJob,
     _running: OwnedSemaphorePermit,
+    /// Other jobs were running: the worker's replacement is forked at once,
+    /// alongside the job, rather than once the job is answered.
+    replace_at_once: bool,
 }
 
 /// An idle worker's offer to take a job.
@@ -84,10 +88,10 @@ struct IdleWorkers {
 impl IdleWorkers {
     /// The offer the next job should take: the newest worker that has
     /// reported ready, whose memory is the likeliest to be still in the
-    /// CPU's caches (and, in a VM, in the hypervisor's page-table cache):
-    /// with paced jobs on a warm pool it answers ~20 % sooner than the
-    /// oldest. Failing that, the oldest, the likeliest to be ready soonest.
-    /// Offers of workers that have gone are dropped; cancel-safe.
+    /// CPU's caches (a paced job on a warm pool spends most of its time in
+    /// cache misses; README, Benchmarks). Failing that, the oldest, the
+    /// likeliest to be ready soonest. Offers of workers that have gone are
+    /// dropped; cancel-safe.
     async fn take(&mut self, incoming: &mut mpsc::UnboundedReceiver<Offer>) -> Offer {
         while let Ok(offer) = incoming.try_recv() {
             self.offers.push(offer);
@@ -197,7 +201,7 @@ impl Pool {
         }
         tokio::spawn(spawn_workers(Arc::clone(&shared), spawns));
         let running = Arc::new(Semaphore::new(settings.workers));
-        tokio::spawn(dispatch(queued, retries, offers, running, shutdown));
+        tokio::spawn(dispatch(queued, retries, offers, (running, settings.workers), shutdown));
         Ok(Self { queue })
     }
 
@@ -219,7 +223,7 @@ async fn dispatch(
     mut queued: mpsc::Receiver<QueuedJob>,
     mut retries: mpsc::UnboundedReceiver<Assignment>,
     mut offers: mpsc::UnboundedReceiver<Offer>,
-    running: Arc<Semaphore>,
+    (running, slots): (Arc<Semaphore>, usize),
     shutdown: CancellationToken,
 ) {
     let mut idle = IdleWorkers::default();
@@ -244,6 +248,9 @@ async fn dispatch(
                 }
                 offer = idle.take(&mut offers) => offer,
             };
+            // Other jobs running: the pool is under load, and the fork
+            // competes with them whenever it happens.
+            assignment.replace_at_once = slots - running.available_permits() > 1;
             match offer.assign.send(assignment) {
                 Ok(()) => break,
                 Err(returned) => assignment = returned, // that worker died idle
@@ -261,7 +268,7 @@ async fn dispatch(
 async fn next_job(queued: &mut mpsc::Receiver<QueuedJob>, running: &Arc<Semaphore>) -> Option<Assignment> {
     let slot = Arc::clone(running).acquire_owned().await.expect("never closed");
     let job = queued.recv().await?;
-    Some(Assignment { job, _running: slot })
+    Some(Assignment { job, _running: slot, replace_at_once: false })
 }
 
 async fn spawn_workers(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<()>) {
@@ -310,7 +317,10 @@ async fn worker_task(shared: Arc<Shared>) {
     assigned.close();
     let orphaned = assigned.try_recv().ok();
     match end {
-        IdleEnd::Assigned(Assignment { job, _running }) => {
+        IdleEnd::Assigned(Assignment { job, _running, replace_at_once }) => {
+            if replace_at_once {
+                shared.replace_worker();
+            }
             let QueuedJob { id: job_id, spec, accepted_at, cancel, reply, in_flight, lost_workers } = job;
             let ran = match Worker::ready(worker, &settings).await {
                 Ok(worker) => worker.run(spec, &settings, &cancel, accepted_at.elapsed()).await,
@@ -341,14 +351,17 @@ async fn worker_task(shared: Arc<Shared>) {
                         );
                     } else {
                         tracing::warn!(job = job_id, "worker died before the job started; retrying on another");
-                        let _ = shared.retry.send(Assignment { job, _running });
+                        let _ = shared.retry.send(Assignment { job, _running, replace_at_once: false });
                     }
                 }
             }
-            // The replacement forks once this job is answered: forking a
-            // pandas-sized zygote and confining the child takes CPU the job
-            // would otherwise compete for (other warm workers serve meanwhile).
-            shared.replace_worker();
+            // A job running alone gets its replacement once it is answered:
+            // forking a pandas-sized zygote and confining the child takes CPU
+            // the job would otherwise compete for (other warm workers serve
+            // meanwhile). Under load, forking at once keeps the cores busy.
+            if !replace_at_once {
+                shared.replace_worker();
+            }
         }
         IdleEnd::Died(_) if shared.shutdown.is_cancelled() => worker.retire().await,
         IdleEnd::Died(end) => {
