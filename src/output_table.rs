@@ -1,5 +1,6 @@
-//! The output table's memfd: created per job, then — once every process of
-//! the job is gone — sealed, validated and re-opened read-only for the caller.
+//! The output table's memfd: created per job, sealed once the job reports
+//! (from then on nothing can change it, whatever of the job still runs),
+//! validated and re-opened read-only for the caller.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -15,17 +16,25 @@ pub fn create() -> std::io::Result<OwnedFd> {
     Ok(memfd_create(c"pyclave-output", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?)
 }
 
-/// Seals `memfd` against any change, validates the Arrow file in it, and
-/// returns a read-only descriptor for the caller. `Err` is the rejection
-/// reason shown to the caller.
-///
-/// Call only when no process of the job is left: sealing fails while a
-/// writable mapping exists, and validating a file that can still change
-/// would prove nothing.
-pub fn finalize(memfd: OwnedFd, limits: &OutputLimits) -> Result<OwnedFd, String> {
+/// An output memfd sealed against writes, growth, shrinking and further
+/// seals: its bytes are final, whoever still holds it.
+pub struct Sealed(OwnedFd);
+
+/// Seals `memfd`. Adding the seals waits for writes in progress, and fails
+/// while a process maps it writable (a process of the job still could
+/// write): then `memfd` comes back with the error.
+pub fn seal(memfd: OwnedFd) -> Result<Sealed, (OwnedFd, nix::Error)> {
     let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
-    fcntl(memfd.as_fd(), FcntlArg::F_ADD_SEALS(seals)).map_err(|e| format!("cannot seal the output: {e}"))?;
-    let file = std::fs::File::from(memfd);
+    match fcntl(memfd.as_fd(), FcntlArg::F_ADD_SEALS(seals)) {
+        Ok(_) => Ok(Sealed(memfd)),
+        Err(error) => Err((memfd, error)),
+    }
+}
+
+/// Validates the Arrow file in `sealed` and returns a read-only descriptor
+/// for the caller. `Err` is the rejection reason shown to the caller.
+pub fn finalize(sealed: Sealed, limits: &OutputLimits) -> Result<OwnedFd, String> {
+    let file = std::fs::File::from(sealed.0);
     let metadata = file.metadata().map_err(|e| format!("cannot stat the output: {e}"))?;
     let size = metadata.len();
     if size == 0 {

@@ -5,8 +5,8 @@
 //! channels, fork (the worker joins its cgroup and confines itself).
 //! [`Worker::ready`] reads its `ready` once a job is there for it.
 //! [`Worker::run`] sends the job, watches the deadlines, turns what it saw
-//! into the outcome, and makes sure nothing of the job is left (before the
-//! answer when there is a table to validate, after it otherwise).
+//! into the outcome, and makes sure nothing of the job is left (after the
+//! answer when the job reported, its table sealed; before it otherwise).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -412,7 +412,7 @@ impl Worker {
             return RunEnd::Finished(internal_error("cannot apply the job's memory limit"));
         }
         let cpu_baseline = self.cpu_at_ready;
-        let output = if spec.wants_output_table() {
+        let mut output = if spec.wants_output_table() {
             match crate::output_table::create() {
                 Ok(memfd) => Some(memfd),
                 Err(error) => {
@@ -463,22 +463,35 @@ impl Worker {
         // without a cgroup the worker process is all there is to read.
         let Measured { cpu_time, peak_memory_bytes, oom_kills } = self.measure(cpu_baseline);
 
-        if let Ending::Reported(result) = &ending
-            && !reports_table(result)
-        {
+        if let Ending::Reported(result) = &ending {
             // Nothing more can come from this job that its outcome needs:
-            // the worker flushed its output before reporting. Answer now;
-            // its channel and pipes are closed, its processes killed and
-            // reaped after.
-            let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
-            let wall_time = dispatched_at.elapsed();
-            let exited = exit.is_some();
-            tokio::spawn(async move { self.into_remains().clean_up(exited).await });
-            let blocked_syscall = blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
-            let kind =
-                outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
-            let usage = usage(queue_time, wall_time, cpu_time, peak_memory_bytes);
-            return RunEnd::Finished(finished(kind, stdout, stderr, usage, settings, None));
+            // the worker flushed its output before reporting, and its table
+            // is final once sealed. Answer now; its channel and pipes are
+            // closed, its processes killed and reaped after. (A table some
+            // process of it still maps writable cannot be sealed: that job
+            // is answered once its processes are gone, below.)
+            let table = match output.take() {
+                Some(memfd) if reports_table(result) => match crate::output_table::seal(memfd) {
+                    Ok(sealed) => Some(Some(Ok(sealed))),
+                    Err((memfd, _)) => {
+                        output = Some(memfd);
+                        None
+                    }
+                },
+                _ => Some(None),
+            };
+            if let Some(table) = table {
+                let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
+                let wall_time = dispatched_at.elapsed();
+                let exited = exit.is_some();
+                tokio::spawn(async move { self.into_remains().clean_up(exited).await });
+                let blocked_syscall = blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
+                let mut kind =
+                    outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
+                let table = attach_table(&mut kind, table, *settings.output).await;
+                let usage = usage(queue_time, wall_time, cpu_time, peak_memory_bytes);
+                return RunEnd::Finished(finished(kind, stdout, stderr, usage, settings, table));
+            }
         }
 
         // Nothing of the job may run past this point: not a lingering child
@@ -520,16 +533,10 @@ impl Worker {
         let blocked_syscall = blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
         let mut kind =
             outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
-        let mut table = None;
-        if let Kind::Ok(api::Ok { has_table: true, .. }) = kind {
-            match output {
-                Some(memfd) => match finalize_output(memfd, *settings.output).await {
-                    Ok(fd) => table = Some(fd),
-                    Err(reason) => kind = outcome::output_rejected(reason),
-                },
-                None => kind = outcome::output_rejected("the job reported a table it had no file for".into()),
-            }
-        }
+        let sealed = output.map(|memfd| {
+            crate::output_table::seal(memfd).map_err(|(_, error)| format!("cannot seal the output: {error}"))
+        });
+        let table = attach_table(&mut kind, sealed, *settings.output).await;
         let usage = usage(queue_time, wall_time, cpu_time, peak_memory_bytes);
         RunEnd::Finished(finished(kind, stdout, stderr, usage, settings, table))
     }
@@ -677,13 +684,33 @@ fn read_event(event: Result<Option<WorkerEvent>, ChannelError>, blocked_syscall:
     }
 }
 
-/// Seals and validates the output off the async threads (validating a big
-/// table takes a while). A panic in the validator is a rejection, never a
-/// lost outcome.
-async fn finalize_output(memfd: OwnedFd, limits: OutputLimits) -> Result<OwnedFd, String> {
-    match tokio::task::spawn_blocking(move || crate::output_table::finalize(memfd, &limits)).await {
-        Ok(result) => result,
-        Err(_) => Err("the output table could not be validated".into()),
+/// The validated table of an `ok` outcome that says it has one (`output`:
+/// its sealed file, or why there is none); a table that fails turns the
+/// outcome into a rejection. Validation runs off the async threads
+/// (validating a big table takes a while); a panic in it is a rejection,
+/// never a lost outcome.
+async fn attach_table(
+    kind: &mut Kind,
+    output: Option<Result<crate::output_table::Sealed, String>>,
+    limits: OutputLimits,
+) -> Option<OwnedFd> {
+    let Kind::Ok(api::Ok { has_table: true, .. }) = kind else { return None };
+    let validated = match output {
+        Some(Ok(sealed)) => {
+            match tokio::task::spawn_blocking(move || crate::output_table::finalize(sealed, &limits)).await {
+                Ok(result) => result,
+                Err(_) => Err("the output table could not be validated".into()),
+            }
+        }
+        Some(Err(reason)) => Err(reason),
+        None => Err("the job reported a table it had no file for".into()),
+    };
+    match validated {
+        Ok(table) => Some(table),
+        Err(reason) => {
+            *kind = outcome::output_rejected(reason);
+            None
+        }
     }
 }
 
