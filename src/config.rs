@@ -79,11 +79,23 @@ pub struct PoolConfig {
     /// that replace them, yield the CPU to the supervisor, which routes every
     /// job, and to the host's own services.
     pub nice: u8,
+    /// When most recent jobs were transforms, new workers rehearse a small
+    /// transform too before they report ready: the pages a transform
+    /// touches first are copied off the job's path (a 1,000-row groupby
+    /// answered ~2.4 ms sooner), and the idle worker holds ~5.5 MiB more
+    /// private memory. Off: workers rehearse the exec path only.
+    pub warm_transforms: bool,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { workers: 0, python: PathBuf::from("python3"), zygote_start_timeout_ms: 60_000, nice: 10 }
+        Self {
+            workers: 0,
+            python: PathBuf::from("python3"),
+            zygote_start_timeout_ms: 60_000,
+            nice: 10,
+            warm_transforms: true,
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 //! full queue rejects at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -115,6 +115,33 @@ pub struct PoolSettings {
     pub disabled_layers: Vec<String>,
     /// Each worker is pid 1 of its own pid namespace (the `namespaces` layer).
     pub pid_namespaces: bool,
+    /// `pool.warm_transforms`.
+    pub warm_transforms: bool,
+}
+
+/// What recent jobs were: whether new workers should rehearse a transform.
+#[derive(Default)]
+struct RecentJobs {
+    /// The kinds of the last 16 jobs handed to workers, one bit each (1: a
+    /// transform), newest lowest.
+    kinds: AtomicU32,
+    /// The last one ran alongside others.
+    under_load: AtomicBool,
+}
+
+impl RecentJobs {
+    fn record(&self, transform: bool, under_load: bool) {
+        let shift = |bits: u32| Some((bits << 1 | u32::from(transform)) & 0xffff);
+        let _ = self.kinds.fetch_update(Ordering::Relaxed, Ordering::Relaxed, shift);
+        self.under_load.store(under_load, Ordering::Relaxed);
+    }
+
+    /// At least half of them were transforms, and the pool is not under
+    /// load: the rehearsal then runs in idle time (under load it would
+    /// take CPU from running jobs, and a job's wait is mostly its queueing).
+    fn warrant_transform_rehearsal(&self) -> bool {
+        self.kinds.load(Ordering::Relaxed).count_ones() >= 8 && !self.under_load.load(Ordering::Relaxed)
+    }
 }
 
 struct Shared {
@@ -127,6 +154,8 @@ struct Shared {
     disabled_layers: Vec<String>,
     pid_namespaces: bool,
     cores: u32,
+    warm_transforms: bool,
+    recent_jobs: RecentJobs,
     next_worker_id: AtomicU64,
     idle: mpsc::UnboundedSender<Offer>,
     /// Jobs whose worker died, or failed, before the job reached it; run first.
@@ -154,6 +183,7 @@ impl Shared {
             disabled_layers: &self.disabled_layers,
             pid_namespaces: self.pid_namespaces,
             cores: self.cores,
+            rehearse_transform: self.warm_transforms && self.recent_jobs.warrant_transform_rehearsal(),
         }
     }
 }
@@ -187,6 +217,8 @@ impl Pool {
             disabled_layers: settings.disabled_layers,
             pid_namespaces: settings.pid_namespaces,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            warm_transforms: settings.warm_transforms,
+            recent_jobs: RecentJobs::default(),
             next_worker_id: AtomicU64::new(1),
             idle,
             retry,
@@ -322,6 +354,7 @@ async fn worker_task(shared: Arc<Shared>) {
                 shared.replace_worker();
             }
             let QueuedJob { id: job_id, spec, accepted_at, cancel, reply, in_flight, lost_workers } = job;
+            shared.recent_jobs.record(spec.wants_output_table(), replace_at_once);
             let ran = match Worker::ready(worker, &settings).await {
                 Ok(worker) => worker.run(spec, &settings, &cancel, accepted_at.elapsed()).await,
                 Err(error) => {
@@ -421,6 +454,25 @@ mod tests {
         fn taken(&mut self) -> bool {
             matches!(self.assigned.try_recv(), Err(TryRecvError::Closed))
         }
+    }
+
+    #[test]
+    fn transforms_are_rehearsed_after_a_run_of_them_without_load() {
+        let recent = RecentJobs::default();
+        for _ in 0..7 {
+            recent.record(true, false);
+        }
+        assert!(!recent.warrant_transform_rehearsal(), "7 of the last 16");
+        recent.record(true, false);
+        assert!(recent.warrant_transform_rehearsal(), "8 of the last 16");
+        recent.record(true, true);
+        assert!(!recent.warrant_transform_rehearsal(), "under load");
+        for _ in 0..8 {
+            recent.record(false, false);
+        }
+        assert!(recent.warrant_transform_rehearsal(), "still 8 of the last 16");
+        recent.record(false, false);
+        assert!(!recent.warrant_transform_rehearsal(), "the oldest transforms fell out");
     }
 
     #[tokio::test]

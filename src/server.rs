@@ -127,6 +127,7 @@ pub async fn serve(
         max_processes: plan.limits_processes().then_some(plan.max_processes),
         disabled_layers: plan.disabled_names(),
         pid_namespaces: plan.zygote_plan.namespaces,
+        warm_transforms: config.pool.warm_transforms,
     };
     let pool = Pool::start(pool_settings, zygote, cgroups.clone(), shutdown.clone()).await?;
     let listener = bind(socket_path)?;

@@ -98,6 +98,8 @@ pub struct WorkerSettings<'a> {
     /// the kernel has killed and reaped every process of its job.
     pub pid_namespaces: bool,
     pub cores: u32,
+    /// New workers rehearse a transform too (recent jobs were mostly transforms).
+    pub rehearse_transform: bool,
 }
 
 /// How [`Worker::run`] ended.
@@ -282,7 +284,7 @@ impl Worker {
             started: started_by_worker,
             cgroup_procs,
         };
-        birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds).await));
+        birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds, settings.rehearse_transform).await));
         Ok(Spawning {
             id,
             channel: Arc::new(ours),

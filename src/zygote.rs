@@ -69,6 +69,7 @@ struct SpawnRequest {
     worker_id: u64,
     uid: u32,
     fds: WorkerFds,
+    rehearse_transform: bool,
 }
 
 /// How to start the zygote.
@@ -106,14 +107,22 @@ impl Zygote {
         Ok(Self { requests, exits })
     }
 
-    /// Asks for a worker that will run as `uid` (and gid) and talk on
-    /// `fds.control`, and returns a watch on its end. Whether it was forked
+    /// Asks for a worker that will run as `uid` (and gid), talk on
+    /// `fds.control` and, with `rehearse_transform`, rehearse a transform
+    /// before it reports ready; returns a watch on its end. Whether it was forked
     /// shows on that channel: `ready`, or its end (the zygote's reason is in
     /// the end when it could not fork). A spawn whose watch is dropped
     /// before the request reaches the zygote is not sent.
-    pub async fn spawn(&self, worker_id: u64, uid: u32, fds: WorkerFds) -> Result<EndWatch, ZygoteError> {
+    pub async fn spawn(
+        &self,
+        worker_id: u64,
+        uid: u32,
+        fds: WorkerFds,
+        rehearse_transform: bool,
+    ) -> Result<EndWatch, ZygoteError> {
         let end = self.exits.watch(worker_id);
-        self.requests.send(SpawnRequest { worker_id, uid, fds }).await.map_err(|_| ZygoteError::ShuttingDown)?;
+        let request = SpawnRequest { worker_id, uid, fds, rehearse_transform };
+        self.requests.send(request).await.map_err(|_| ZygoteError::ShuttingDown)?;
         Ok(end)
     }
 }
@@ -201,6 +210,7 @@ impl RunningZygote {
                         uid: request.uid,
                         gid: request.uid,
                         cgroup_fds: request.fds.cgroup_procs.len() as u32,
+                        rehearse_transform: request.rehearse_transform,
                     };
                     let command = ZygoteCommand { command: Some(zygote_command::Command::Spawn(spawn)) };
                     let WorkerFds { control, stdout, stderr, started, cgroup_procs } = &request.fds;

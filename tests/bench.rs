@@ -39,7 +39,12 @@ fn quick_bench_reports_every_figure() {
     assert!(floor["comparison"]["ratio"].as_f64().is_some_and(|ratio| ratio > 0.0), "{floor}");
 
     assert_eq!(report["idle_memory"]["idle_workers"], 2);
-    assert!(report["idle_memory"]["idle_worker_uss_bytes"].as_u64().is_some_and(|uss| uss > 0));
+    let idle_uss = report["idle_memory"]["idle_worker_uss_max_bytes"].as_u64().expect("idle USS");
+    assert!(idle_uss > 0);
+    // After a run of paced transforms, a new worker rehearsed one and holds
+    // the pages it copied.
+    let warmed_uss = report["idle_memory_transform_warmed"]["idle_worker_uss_max_bytes"].as_u64().expect("USS");
+    assert!(warmed_uss > idle_uss + (1 << 20), "{warmed_uss} vs {idle_uss}");
     let copy = &report["input_copy"][0];
     assert!(copy["column_bytes"].as_u64().is_some_and(|bytes| bytes >= 128_000_000), "{copy}");
     assert_eq!(copy["copied_bytes"], 0, "{copy}");

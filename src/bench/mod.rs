@@ -29,6 +29,9 @@ const IDLE_SETTLE: Duration = Duration::from_secs(1);
 /// Pause between jobs of the warm-pool latency run: longer than a worker
 /// takes to be forked and confined.
 const WARM_PACE: Duration = Duration::from_millis(40);
+/// Paced transforms after which new workers rehearse one (8 of the last 16
+/// jobs; the bench runs twice as many, so several have).
+const TRANSFORM_WARM_JOBS: usize = 8;
 /// Alternating rounds of each headline ratio (`--quick`: 3).
 const HEADLINE_ROUNDS: usize = 5;
 
@@ -109,12 +112,19 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Replacements fork and confine within milliseconds of the last answer:
     // measured at once, the pool would be caught half refilled.
     tokio::time::sleep(IDLE_SETTLE).await;
-    let idle_memory = idle_memory(supervisor.pid());
+    let idle = idle_memory(supervisor.pid());
     // Latency with a warm pool: one job at a time, paced so the pool refills.
     let cpu_before = measure::process_cpu(supervisor.pid());
     let mut warm = run_level(&socket, &workloads::TRIVIAL, None, 1, 100 * scale, Some(WARM_PACE)).await?;
     warm.supervisor_cpu_per_job_us =
         measure::process_cpu(supervisor.pid()).saturating_sub(cpu_before).as_secs_f64() * 1e6 / warm.jobs as f64;
+    // After a run of paced transforms, new workers rehearse one too
+    // (`pool.warm_transforms`) and hold more memory while idle.
+    let small_input = input_of(&workloads::SMALL_GROUPBY).map(|(_, fd, ..)| fd);
+    progress("warming up for transforms");
+    run_level(&socket, &workloads::SMALL_GROUPBY, small_input, 1, 2 * TRANSFORM_WARM_JOBS, Some(WARM_PACE)).await?;
+    tokio::time::sleep(IDLE_SETTLE).await;
+    let idle_transform_warmed = idle_memory(supervisor.pid());
 
     let script = dir.path().join("baselines.py");
     std::fs::write(&script, BASELINES_PY)?;
@@ -205,7 +215,8 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         "baselines": baselines,
         "cold_comparison": cold_comparison,
         "floor_comparison": { "callers": best_callers, "comparison": floor_comparison },
-        "idle_memory": idle_memory,
+        "idle_memory": idle,
+        "idle_memory_transform_warmed": idle_transform_warmed,
         "input_copy": copies,
     });
     if args.json {
@@ -407,6 +418,7 @@ fn idle_memory(supervisor: u32) -> serde_json::Value {
         "idle_workers": workers.len(),
         "idle_worker_pss_bytes": average(|w| w.0),
         "idle_worker_uss_bytes": average(|w| w.1),
+        "idle_worker_uss_max_bytes": workers.iter().map(|w| w.1).max(),
     })
 }
 
@@ -508,5 +520,6 @@ fn print_tables(
         100.0 * floor.ratio_max,
     );
     println!("idle memory: {}", report["idle_memory"]);
+    println!("idle memory, workers warmed for transforms: {}", report["idle_memory_transform_warmed"]);
     println!("input bytes copied before transform(): {}", report["input_copy"]);
 }

@@ -90,6 +90,7 @@ struct pyclave_spawned {
     int32_t channel_fd;
     int32_t started_fd;
     uint64_t confinement_us;
+    uint32_t rehearse_transform; /* 0 or 1 */
 };
 int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_spawned *spawned, char *error,
                   size_t error_size);

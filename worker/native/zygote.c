@@ -72,6 +72,7 @@ enum {
     SPAWN_UID = 2,
     SPAWN_GID = 3,
     SPAWN_CGROUP_FDS = 4,
+    SPAWN_REHEARSE_TRANSFORM = 5,
     EVENT_EXITED = 3,
     EVENT_SPAWN_FAILED = 4,
     SPAWN_FAILED_WORKER_ID = 1,
@@ -86,6 +87,7 @@ struct spawn_request {
     uint32_t uid;
     uint32_t gid;
     uint32_t cgroup_fds;
+    uint32_t rehearse_transform;
 };
 
 /* Bytes and fds read from the supervisor, not yet taken by a command. */
@@ -425,7 +427,7 @@ static int parse_spawn(const uint8_t *at, const uint8_t *end, struct spawn_reque
         if (pyclave_read_varint(&at, end, &key) == -1)
             return -1;
         uint32_t field = (uint32_t)(key >> 3), wire_type = (uint32_t)(key & 7);
-        if (wire_type != PYCLAVE_WIRE_VARINT || field < SPAWN_WORKER_ID || field > SPAWN_CGROUP_FDS) {
+        if (wire_type != PYCLAVE_WIRE_VARINT || field < SPAWN_WORKER_ID || field > SPAWN_REHEARSE_TRANSFORM) {
             if (pyclave_skip_field(&at, end, wire_type) == -1)
                 return -1;
             continue;
@@ -444,6 +446,9 @@ static int parse_spawn(const uint8_t *at, const uint8_t *end, struct spawn_reque
             break;
         case SPAWN_CGROUP_FDS:
             spawn->cgroup_fds = (uint32_t)value;
+            break;
+        case SPAWN_REHEARSE_TRANSFORM:
+            spawn->rehearse_transform = value != 0;
             break;
         }
     }
@@ -526,6 +531,7 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         spawned->channel_fd = worker.channel_fd;
         spawned->started_fd = worker.started_fd;
         spawned->confinement_us = worker.confinement_us;
+        spawned->rehearse_transform = spawn->rehearse_transform;
         return pid;
     }
     if (pid == -1) {

@@ -95,7 +95,8 @@ class _Plan(ctypes.Structure):
 
 
 class _Spawned(ctypes.Structure):
-    _fields_ = [("channel_fd", ctypes.c_int32), ("started_fd", ctypes.c_int32), ("confinement_us", ctypes.c_uint64)]
+    _fields_ = [("channel_fd", ctypes.c_int32), ("started_fd", ctypes.c_int32), ("confinement_us", ctypes.c_uint64),
+                ("rehearse_transform", ctypes.c_uint32)]
 
 
 class Prepared:
@@ -133,14 +134,15 @@ class Prepared:
         # Otherwise the worker reseeds numpy from Python.
         self.reseeds_numpy = bool(self._plan.numpy_random_state)
 
-    def serve(self, control_fd: int) -> tuple[int, int, int] | None:
+    def serve(self, control_fd: int) -> tuple[int, int, int, bool] | None:
         """Serves the supervisor's spawn commands in native code
         (worker/native/zygote.c): forks workers, each confined first thing,
         and reaps them.
 
         Returns None in the zygote once the supervisor has closed the channel
         (raises ServingError if it cannot go on). Returns (channel fd, start
-        pipe fd, microseconds its confinement took) in each new, confined worker;
+        pipe fd, microseconds its confinement took, whether to rehearse a
+        transform) in each new, confined worker;
         raises WorkerConfinementFailed in a worker that could not confine
         itself.
         """
@@ -151,7 +153,7 @@ class Prepared:
         if result == 1:
             return None
         if result == 0:
-            return spawned.channel_fd, spawned.started_fd, spawned.confinement_us
+            return spawned.channel_fd, spawned.started_fd, spawned.confinement_us, bool(spawned.rehearse_transform)
         if result == -2:
             raise WorkerConfinementFailed(spawned.channel_fd, reason)
         raise ServingError(reason)

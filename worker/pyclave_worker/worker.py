@@ -21,7 +21,8 @@ _REHEARSAL = worker_pb2.WorkerJob(
 ).SerializeToString()
 
 
-def run(channel_fd: int, started_fd: int, confinement_us: int, numpy_reseeded: bool) -> None:
+def run(channel_fd: int, started_fd: int, confinement_us: int, numpy_reseeded: bool,
+        rehearse_transform: bool) -> None:
     """In the confined worker; never returns normally: the process exits
     after its one job. Once the job has arrived, one byte into the start
     pipe (`started_fd`, closed before the user's code runs) tells the
@@ -29,6 +30,8 @@ def run(channel_fd: int, started_fd: int, confinement_us: int, numpy_reseeded: b
     channel = socket.socket(fileno=channel_fd)
     _reseed(numpy_reseeded)
     rehearse()
+    if rehearse_transform:
+        job.rehearse_transform()
     _send(channel, worker_pb2.WorkerEvent(ready=worker_pb2.WorkerReady(confinement_us=confinement_us)))
 
     reader = wire.FrameReader(channel, _MAX_JOB_FRAME_BYTES)
