@@ -177,6 +177,7 @@ impl ReadyProbe {
 }
 
 impl Spawning {
+    /// A probe of whether this worker has reported, for the dispatcher.
     pub fn ready_probe(&self) -> ReadyProbe {
         ReadyProbe::of(&self.channel)
     }
