@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{WARM_PACE, baseline, measure, progress, run_level, workloads};
+use super::{LevelResult, WARM_PACE, baseline, measure, progress, run_level, workloads};
 
 /// One round: the baseline's figure, pyclave's, and their ratio.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -71,7 +71,8 @@ pub async fn cold_vs_warm(setup: &Setup<'_>) -> Result<Alternated, Box<dyn std::
     for round in 1..=setup.rounds {
         progress(&format!("cold python -c vs warm pool, round {round}/{}", setup.rounds));
         let cold = baseline(setup.python, setup.script, "cold", setup.trivial_code, "", 3)?;
-        let warm = run_level(setup.socket, &workloads::TRIVIAL, None, 1, 20 * setup.scale, Some(WARM_PACE)).await?;
+        let warm =
+            succeeded(run_level(setup.socket, &workloads::TRIVIAL, None, 1, 20 * setup.scale, Some(WARM_PACE)).await?)?;
         let (cold_ms, warm_ms) = (cold.p50_us as f64 / 1e3, warm.latency.p50_us.max(1) as f64 / 1e3);
         rounds.push(Round { baseline: cold_ms, pyclave: warm_ms, ratio: cold_ms / warm_ms });
     }
@@ -87,7 +88,8 @@ pub async fn floor_vs_throughput(setup: &Setup<'_>, callers: usize) -> Result<Al
         progress(&format!("fork floor vs trivial throughput x{callers}, round {round}/{}", setup.rounds));
         let floor =
             baseline(setup.python, setup.script, "forkrate", Path::new("-"), setup.native_library, 100 * setup.scale)?;
-        let ours = run_level(setup.socket, &workloads::TRIVIAL, None, callers, 200 * setup.scale, None).await?;
+        let ours =
+            succeeded(run_level(setup.socket, &workloads::TRIVIAL, None, callers, 200 * setup.scale, None).await?)?;
         let floor_rate = 1e6 / floor.p50_us.max(1) as f64;
         rounds.push(Round {
             baseline: floor_rate,
@@ -96,6 +98,14 @@ pub async fn floor_vs_throughput(setup: &Setup<'_>, callers: usize) -> Result<Al
         });
     }
     Ok(Alternated::of(rounds))
+}
+
+/// `level`, unless some of its jobs failed (a ratio over failures means nothing).
+fn succeeded(level: LevelResult) -> Result<LevelResult, Box<dyn std::error::Error>> {
+    match level.failed {
+        0 => Ok(level),
+        failed => Err(format!("{failed} of {} trivial jobs failed in a headline round", level.jobs).into()),
+    }
 }
 
 #[cfg(test)]
