@@ -168,12 +168,7 @@ impl RunningZygote {
         };
         match ready.event {
             Some(zygote_event::Event::Ready(ready)) if ready.thread_count == 1 => {
-                tracing::info!(
-                    pid = ready.pid,
-                    huge_page_mib = ready.huge_page_bytes >> 20,
-                    mappings = ready.mapping_count,
-                    "zygote ready"
-                );
+                tracing::info!(pid = ready.pid, mappings = ready.mapping_count, "zygote ready");
                 Ok(Self { pid, reader, writer })
             }
             Some(zygote_event::Event::Ready(ready)) => {

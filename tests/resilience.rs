@@ -280,22 +280,36 @@ async fn a_lowered_memory_limit_does_not_stick_to_a_reused_cgroup() {
     supervisor.assert_healthy().await;
 }
 
-/// The zygote's memory is on huge pages (a fork copies one page-table entry
-/// per 2 MiB of it), a job's own memory is not (huge pages are off in
-/// workers, so an idle worker stays small), and CPython's object arenas,
-/// which come from the zygote's huge-page region, are given back and reused.
+/// Once it serves, the zygote's heaps (CPython's object arenas, the malloc
+/// heap) are private mappings of a file: a fork copies no page-table entries
+/// for them, so a worker maps only the pages it touches. A job's own memory
+/// is not on huge pages even when it asks (an idle worker stays small, huge
+/// pages are off in workers), and CPython's object
+/// arenas, which come from the zygote's region, are given back and reused.
 #[tokio::test]
-async fn zygote_memory_is_on_huge_pages_and_a_job_s_own_memory_is_not() {
-    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
-    if thp.is_empty() || thp.contains("[never]") {
-        eprintln!("skipped: transparent huge pages are off on this host ({thp:?})");
-        return;
-    }
+async fn zygote_heaps_are_on_a_file_and_a_job_s_own_memory_is_its_own() {
     let mut supervisor = Supervisor::start("[pool]\nworkers = 1\n");
-    let zygote_huge_kib = smaps_rollup_kib(zygote_pid(&supervisor), "AnonHugePages:");
-    assert!(zygote_huge_kib >= 16 * 1024, "the zygote has {zygote_huge_kib} KiB on huge pages");
+    let zygote = zygote_pid(&supervisor);
+    let mut worker = 0;
+    wait_until("the worker waits for its job", Duration::from_secs(30), || {
+        worker = children_of(zygote).first().copied().unwrap_or(0);
+        std::fs::read_to_string(format!("/proc/{worker}/wchan")).is_ok_and(|w| w == "unix_stream_read_generic")
+    });
+    let in_zygote = heap_file_mappings(zygote);
+    assert_eq!(in_zygote.len(), 2, "the malloc heap and the arena region: {in_zygote:?}");
+    assert!(in_zygote.iter().all(|m| m.private_writable), "copy-on-write, as before: {in_zygote:?}");
+    let size_kib: u64 = in_zygote.iter().map(|m| m.size_kib).sum();
+    assert!(size_kib >= 16 * 1024, "pandas' objects are there: {size_kib} KiB");
+    let mapped_by_worker: u64 = heap_file_mappings(worker).iter().map(|m| m.rss_kib).sum();
+    assert!(
+        mapped_by_worker < size_kib / 2,
+        "a warm worker maps {mapped_by_worker} of the heaps' {size_kib} KiB: only what it touched"
+    );
 
     let code = r#"
+import ctypes
+import mmap
+
 def rss_kib():
     return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1])
 
@@ -307,11 +321,22 @@ def main():
         peaks.append(rss_kib())
         del objects
         afters.append(rss_kib())
-    big = bytearray(64 << 20)
+    big = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    big.madvise(mmap.MADV_HUGEPAGE)  # asked for, and refused
     for offset in range(0, len(big), 4096):
         big[offset] = 1
-    huge = next(l for l in open('/proc/self/smaps_rollup') if l.startswith('AnonHugePages:'))
-    return {"total": total, "freed_kib": min(p - a for p, a in zip(peaks, afters)), "huge_kib": int(huge.split()[1])}
+    start = ctypes.addressof(ctypes.c_char.from_buffer(big))
+    return {"total": total, "freed_kib": min(p - a for p, a in zip(peaks, afters)), "huge_kib": huge_kib(start)}
+
+def huge_kib(start):
+    inside = False
+    for line in open('/proc/self/smaps'):
+        first = line.split()[0]
+        if '-' in first and not first.endswith(':'):
+            inside = int(first.split('-')[0], 16) == start
+        elif inside and line.startswith('AnonHugePages:'):
+            return int(line.split()[1])
+    raise LookupError("the buffer's mapping")
 "#;
     let mut client = supervisor.client().await;
     let reply = client.run(exec(code), None).await.expect("run");
@@ -405,9 +430,29 @@ impl Mapping {
     }
 }
 
-/// A field of `/proc/<pid>/smaps_rollup`, in KiB.
-fn smaps_rollup_kib(pid: i32, field: &str) -> u64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
-    let line = rollup.lines().find(|line| line.starts_with(field)).expect("field");
-    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("KiB")
+/// A mapping of the zygote's heap file, from `/proc/<pid>/smaps`.
+#[derive(Debug)]
+struct HeapFileMapping {
+    private_writable: bool,
+    size_kib: u64,
+    rss_kib: u64,
+}
+
+fn heap_file_mappings(pid: i32) -> Vec<HeapFileMapping> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut found: Vec<HeapFileMapping> = Vec::new();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let kib = |key: &str| line.strip_prefix(key).and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+        if let Some(mapping) = Mapping::parse(line) {
+            inside = line.contains("/memfd:pyclave-zygote-heap");
+            if inside {
+                let private_writable = mapping.permissions == "rw-p";
+                found.push(HeapFileMapping { private_writable, size_kib: (mapping.end - mapping.start) / 1024, rss_kib: 0 });
+            }
+        } else if let (true, Some(rss)) = (inside, kib("Rss:")) {
+            found.last_mut().expect("a mapping").rss_kib = rss;
+        }
+    }
+    found
 }

@@ -6,9 +6,9 @@ Usage: python baselines.py MODE CODE_FILE INPUT_FILE JOBS
   bwrap      the same under bubblewrap (`bwrap` on PATH)
   inprocess  the same work as a worker's job, in this process, unsandboxed
   forkrate   fork+exit+wait of a process that imported pandas/pyarrow/numpy
-             and called gc.freeze(), its memory on huge pages, its libraries'
-             mappings merged and forking from native code like pyclave's
-             zygote (the input argument names pyclave's native library)
+             and called gc.freeze(), its libraries' mappings merged, its heaps
+             on a file and forking from native code like pyclave's zygote
+             (the input argument names pyclave's native library)
 Prints one JSON object: {"latencies_us": [...]}.
 """
 
@@ -92,9 +92,9 @@ def in_process(code_file: str, input_file: str, jobs: int) -> list[int]:
 def fork_rate(jobs: int, native_library: str) -> list[int]:
     import ctypes
 
-    # The zygote's memory layout: arenas on huge pages before the imports,
-    # collapsed after, libraries' mappings merged (pyclave_worker/memory.py,
-    # next to the library).
+    # The zygote's memory layout: arenas in their region before the imports,
+    # libraries' mappings merged after, the heaps moved onto a file by the
+    # native loop (pyclave_worker/memory.py, next to the library).
     sys.path.insert(0, os.path.dirname(native_library))
     from pyclave_worker.memory import Layout
 
@@ -106,7 +106,6 @@ def fork_rate(jobs: int, native_library: str) -> list[int]:
 
     gc.collect()
     gc.freeze()
-    layout.collapse()
     layout.merge_library_mappings()
     fork_exit_wait = ctypes.PyDLL(native_library, use_errno=True).pyclave_fork_exit_wait
     fork_exit_wait.argtypes = [ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint64)]

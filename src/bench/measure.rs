@@ -92,11 +92,36 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     proc_kb(pid, "status", "VmRSS")
 }
 
-/// Proportional set size and unique (private) set size.
+/// Proportional set size, and the unique set size: the process's own
+/// memory, which its exit frees. That is its private anonymous pages, per
+/// mapping the lesser of `Anonymous` and `Private_Dirty`: a file's pages
+/// stay in the page cache whoever maps them (the zygote's heap file
+/// included: a page of it only one worker maps counts as private in
+/// `smaps`), and anonymous pages it shares with the zygote are not its own.
 pub fn pss_uss_bytes(pid: u32) -> Option<(u64, u64)> {
     let pss = proc_kb(pid, "smaps_rollup", "Pss")?;
-    let uss = proc_kb(pid, "smaps_rollup", "Private_Clean")? + proc_kb(pid, "smaps_rollup", "Private_Dirty")?;
-    Some((pss, uss))
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    Some((pss, private_anonymous_bytes(&smaps)))
+}
+
+fn private_anonymous_bytes(smaps: &str) -> u64 {
+    let kb = |line: &str, key: &str| -> Option<u64> {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    };
+    let (mut total, mut anonymous, mut private_dirty) = (0, 0, 0);
+    for line in smaps.lines() {
+        if let Some(value) = kb(line, "Anonymous") {
+            anonymous = value;
+        } else if let Some(value) = kb(line, "Private_Dirty") {
+            private_dirty = value;
+        } else if line.starts_with("VmFlags") {
+            // The last field of each mapping.
+            total += anonymous.min(private_dirty);
+            (anonymous, private_dirty) = (0, 0);
+        }
+    }
+    total * 1024
 }
 
 /// Children of `pid` (from `/proc/<pid>/task/*/children`).
@@ -120,6 +145,27 @@ mod tests {
         assert_eq!((summary.p50_us, summary.p90_us, summary.p99_us, summary.max_us), (50, 90, 99, 100));
         assert_eq!(Latencies::of(&mut []).p99_us, 0);
         assert_eq!(Latencies::of(&mut [7]).p50_us, 7);
+    }
+
+    #[test]
+    fn only_private_anonymous_pages_are_a_process_s_own() {
+        let smaps = "\
+7f00-7f10 rw-p 00000000 00:01 94497 /memfd:pyclave-zygote-heap (deleted)
+Private_Dirty:      9304 kB
+Anonymous:          1644 kB
+VmFlags: rd wr mr mw me ac
+7f10-7f20 rw-p 00000000 00:00 0
+Shared_Dirty:       3000 kB
+Private_Dirty:        40 kB
+Anonymous:          3040 kB
+VmFlags: rd wr mr mw me ac
+7f20-7f30 r-xp 00000000 08:01 12 /usr/lib/libc.so.6
+Private_Clean:       100 kB
+Private_Dirty:         0 kB
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me
+";
+        assert_eq!(private_anonymous_bytes(smaps), (1644 + 40) * 1024);
     }
 
     #[test]

@@ -241,8 +241,6 @@ static int confine(const struct pyclave_plan *plan, const struct pyclave_worker 
         CHECK(write(worker->cgroup_fds[i], "0", 1) == 1 ? 0 : -1, "join the job's cgroup");
         close(worker->cgroup_fds[i]);
     }
-    /* In the job's cgroup, which the pages it copies are charged to. */
-    pyclave_split_huge_pages();
     if (plan->namespaces) {
         CHECK(setns(worker->network_namespace, CLONE_NEWNET), "setns(net)");
         close(worker->network_namespace);

@@ -1,8 +1,7 @@
 /*
  * The floor of this design, for `pyclave bench`: fork, exit and wait, the
  * way the zygote forks its workers (from native code, no Python in between,
- * without atfork handlers, so only the fork's own copy-on-write faults
- * count, and the split of the zygote's huge pages every worker does first:
+ * without atfork handlers, its heaps on a file first as the zygote's are:
  * memory.c).
  */
 #define _GNU_SOURCE
@@ -12,18 +11,18 @@
 
 #include "native.h"
 
-/* `count` rounds of fork, (split,) _exit(0) and waitpid; each round's microseconds
+/* `count` rounds of fork, _exit(0) and waitpid; each round's microseconds
    go to `latencies_us`. Returns 0, or -1 (errno). */
 int pyclave_fork_exit_wait(uint64_t count, uint64_t *latencies_us) {
+    if (pyclave_move_heaps_to_file() == -1)
+        return -1;
     for (uint64_t i = 0; i < count; i++) {
         uint64_t started = pyclave_monotonic_us();
         pid_t pid = pyclave_fork_without_handlers();
         if (pid == -1)
             return -1;
-        if (pid == 0) {
-            pyclave_split_huge_pages(); /* what every worker does first */
+        if (pid == 0)
             _exit(0);
-        }
         int status;
         while (waitpid(pid, &status, 0) == -1) {
             if (errno != EINTR)

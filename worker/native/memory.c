@@ -1,56 +1,59 @@
 /*
- * The zygote's memory on 2 MiB pages, so that forking a worker stays cheap.
+ * The zygote's memory laid out so that forking a worker stays cheap.
  *
- * fork() copies one page-table entry for every anonymous 4 KiB page of the
- * parent (taking a reference on the page): a pandas zygote holds ~55 MB of
- * Python objects and allocator heaps, ~14,000 entries per worker, most of
- * the fork floor. A transparent huge page is one entry for 2 MiB, shared by
- * the child until it writes to it (then the kernel splits the child's
- * mapping into 512 entries and copies the 4 KiB page written). A worker
- * writes into most of them as it starts, so its exit still drops about as
- * many entries as before: the gain is the zygote's, per fork.
+ * fork() copies a page-table entry for every page of private memory that
+ * holds a page of its own (anonymous memory, written file data), and the
+ * child's exit drops each again: a pandas zygote holds ~45 MB of Python
+ * objects and malloc heap, ~11,000 entries per worker. Not for a private
+ * mapping of a file that the parent has not written to since it was
+ * mapped: the kernel fills those entries on fault instead. So once warm,
+ * the zygote moves its two big heaps onto a file: each becomes a private
+ * mapping, at the same address, of a sealed memfd holding its bytes.
+ * Copy-on-write as before (a worker's writes are its own, and so are the
+ * zygote's), but a fork copies no entries for them, and a worker maps only
+ * the pages it touches (16 at a time, the kernel's fault-around) and drops
+ * only those when it exits.
  *
- * Three steps, all optional (without transparent huge pages, or with them
- * set to `never`, the memory stays in 4 KiB pages):
+ * Two steps, both optional:
  *  1. before the libraries are imported, CPython's object arenas come from
- *     one region advised for huge pages (by default each 1 MiB arena is its
- *     own mapping, never 2 MiB aligned);
- *  2. once the zygote is warm, its anonymous memory is collapsed into huge
- *     pages (MADV_COLLAPSE: the glibc heap, large allocations, the arena
- *     region), then huge pages are turned off for the process, which the
- *     workers inherit: their own new memory stays in 4 KiB pages (an idle
- *     worker small, no 2 MiB page zeroed on a first touch);
- *  3. a new worker, in its job's cgroup, splits its mapping of each of those
- *     huge pages before it takes a job (by write-faulting one page of each,
- *     ~70 KiB in all): the first write into a huge page otherwise splits it
- *     on the job's path.
+ *     one region (by default each 1 MiB arena is its own mapping, which
+ *     every fork would duplicate);
+ *  2. once the zygote is warm and serves (zygote.c: no Python runs in it
+ *     then, which would touch its heaps and have forks copy the entries
+ *     again), that region's used part and the malloc heap move onto the
+ *     file, and transparent huge pages are turned off for the process,
+ *     which the workers inherit: their own memory stays in 4 KiB pages (an
+ *     idle worker small, no 2 MiB page zeroed on a first touch).
+ * Only these two move, because of what their allocators do with them. A
+ * private file mapping behaves like anonymous memory except that
+ * MADV_DONTNEED brings back the file's bytes instead of zeroes, and that
+ * it cannot grow past the file. CPython expects no zeroes from its arena
+ * allocator (it initialises every pool it takes; the interface promises
+ * none), and glibc grows and shrinks its main heap with brk (fresh
+ * anonymous memory after the mapping, an unmap when it shrinks), never
+ * counting on MADV_DONTNEED. glibc's large allocations (realloc moves them
+ * with mremap) and other allocators' regions (which may count on zeroes)
+ * stay anonymous.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
-#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include "native.h"
 
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
-#define HUGE_PAGE_BYTES (2UL << 20)
 #define PAGE_BYTES 4096UL
 /* Address space reserved for arenas (inaccessible, so not committed, until
    handed out): 1,024 of CPython 3.11's 1 MiB arenas; beyond that, arenas
    are mapped one by one as CPython would. */
 #define ARENA_REGION_BYTES (1UL << 30)
 #define MAX_FREE_ARENAS 1024
-/* Huge pages remembered for the workers to split: 8 GiB worth. */
-#define MAX_HUGE_PAGES 4096
 
 /* CPython's arena allocator interface (Include/cpython/objimpl.h), stable
    since 3.4; resolved from the interpreter that loads this library. */
@@ -73,10 +76,6 @@ static struct {
     size_t size;
 } free_arenas[MAX_FREE_ARENAS];
 static size_t free_arena_count;
-
-/* The zygote's huge pages, written before the first fork, read in workers. */
-static uintptr_t huge_pages[MAX_HUGE_PAGES];
-static size_t huge_page_count;
 
 static int in_region(const void *address) {
     const char *byte = address;
@@ -130,8 +129,10 @@ static void arena_free(void *ctx, void *address, size_t size) {
         munmap(address, size); /* mapped by CPython's allocator or the fallback */
         return;
     }
-    /* The pages go back to the kernel; the addresses are kept for reuse.
-       With no room to remember them, they stay reserved but unused. */
+    /* The pages go back to the kernel (once the region is on the heap file,
+       its bytes come back: CPython needs no zeroes); the addresses are kept
+       for reuse. With no room to remember them, they stay reserved but
+       unused. */
     madvise(address, size, MADV_DONTNEED);
     lock_region();
     if (free_arena_count < MAX_FREE_ARENAS) {
@@ -142,103 +143,98 @@ static void arena_free(void *ctx, void *address, size_t size) {
     unlock_region();
 }
 
-int pyclave_use_huge_page_arenas(void) {
+int pyclave_use_arena_region(void) {
     if (region_start != NULL) {
         errno = EALREADY;
         return -1;
     }
-    /* Over-reserve by one huge page, then trim, for a 2 MiB-aligned start. */
-    size_t reserved = ARENA_REGION_BYTES + HUGE_PAGE_BYTES;
-    char *mapping = mmap(NULL, reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *mapping = mmap(NULL, ARENA_REGION_BYTES, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (mapping == MAP_FAILED)
         return -1;
-    uintptr_t misalignment = (uintptr_t)mapping % HUGE_PAGE_BYTES;
-    size_t head = misalignment == 0 ? 0 : HUGE_PAGE_BYTES - misalignment;
-    if (head > 0)
-        munmap(mapping, head);
-    munmap(mapping + head + ARENA_REGION_BYTES, reserved - head - ARENA_REGION_BYTES);
-    region_start = mapping + head;
-    /* Advice only: without huge pages the region is ordinary memory. */
-    madvise(region_start, ARENA_REGION_BYTES, MADV_HUGEPAGE);
+    region_start = mapping;
     static PyObjectArenaAllocator allocator = {NULL, arena_alloc, arena_free};
     PyObject_SetArenaAllocator(&allocator);
     return 0;
 }
 
-/* Whether at least half of the 2 MiB at `page` is in memory: collapsing
-   fills the rest with zeroes, which a sparse range would mostly be. */
-static int mostly_resident(void *page) {
-    unsigned char resident[HUGE_PAGE_BYTES / PAGE_BYTES];
-    if (mincore(page, HUGE_PAGE_BYTES, resident) == -1)
-        return 0;
-    size_t count = 0;
-    for (size_t i = 0; i < sizeof resident; i++)
-        count += resident[i] & 1;
-    return count >= sizeof resident / 2;
-}
-
-/* Whether the host has transparent huge pages turned off (`never`), which
-   MADV_COLLAPSE would not respect. */
-static int huge_pages_off(void) {
-    FILE *setting = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "re");
-    if (setting == NULL)
-        return 1;
-    char modes[128] = "";
-    int off = fgets(modes, sizeof modes, setting) == NULL || strstr(modes, "[never]") != NULL;
-    fclose(setting);
-    return off;
-}
-
-int64_t pyclave_collapse_into_huge_pages(void) {
-    if (huge_pages_off())
-        return 0;
-    FILE *maps = fopen("/proc/self/maps", "re");
-    if (maps == NULL)
+/* `[start, end)`, which must be one private writable mapping, becomes a
+   private mapping of a sealed memfd holding its current bytes. Nothing may
+   write to it meanwhile: no allocation between the copy and the mapping. */
+static int move_onto_file(uintptr_t start, uintptr_t end) {
+    size_t size = end - start;
+    int file = memfd_create("pyclave-zygote-heap", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (file == -1)
         return -1;
-    int64_t collapsed = 0;
-    char line[512];
-    while (fgets(line, sizeof line, maps) != NULL) {
-        if (strchr(line, '\n') == NULL) {
-            /* A path longer than the line: not anonymous memory; skip the rest. */
-            int c;
-            while ((c = fgetc(maps)) != EOF && c != '\n')
-                ;
-            continue;
+    /* Every byte is written, untouched pages as zeroes: the file has all its
+       pages from the start, so a worker's fault never adds one to it. */
+    for (size_t done = 0; done < size;) {
+        ssize_t written = pwrite(file, (const char *)start + done, size - done, (off_t)done);
+        if (written <= 0) {
+            if (written == -1 && errno == EINTR)
+                continue;
+            close(file);
+            return -1;
         }
-        unsigned long start, end;
-        char permissions[5];
-        int path_offset = 0;
-        if (sscanf(line, "%lx-%lx %4s %*s %*s %*s %n", &start, &end, permissions, &path_offset) < 3)
-            continue;
-        const char *path = line + path_offset;
-        /* Private writable memory not backed by a file: the heap, and
-           anonymous mappings (a file's private pages cannot be collapsed). */
-        int anonymous = path[0] == '\n' || path[0] == '\0' || strncmp(path, "[heap]", 6) == 0;
-        if (strcmp(permissions, "rw-p") != 0 || !anonymous)
-            continue;
-        unsigned long first = (start + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
-        unsigned long last = end / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
-        /* Page by page: one that cannot be collapsed (an allocator marked it
-           no-huge) does not stop the others. */
-        for (unsigned long page = first; page < last; page += HUGE_PAGE_BYTES) {
-            if (huge_page_count == MAX_HUGE_PAGES)
-                break;
-            if (mostly_resident((void *)page) && madvise((void *)page, HUGE_PAGE_BYTES, MADV_COLLAPSE) == 0) {
-                huge_pages[huge_page_count++] = page;
-                collapsed += HUGE_PAGE_BYTES;
-            }
-        }
+        done += (size_t)written;
     }
-    fclose(maps);
+    /* Sealed: no one can change what every worker maps, or cut it short. */
+    int sealed = fcntl(file, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    void *mapped = sealed == -1 ? MAP_FAILED
+                                : mmap((void *)start, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, file, 0);
+    int saved = errno;
+    close(file);
+    errno = saved;
+    return mapped == MAP_FAILED ? -1 : 0;
+}
+
+/* The malloc heap's mapping: from the start of the data segment's break
+   (/proc/self/stat, field 47) to the break, whole pages; read without
+   allocating. */
+static int malloc_heap(uintptr_t *start, uintptr_t *end) {
+    char stat[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return -1;
+    ssize_t length = read(fd, stat, sizeof stat - 1);
+    close(fd);
+    if (length <= 0)
+        return -1;
+    stat[length] = '\0';
+    /* Fields count from the end of the command name, which may hold anything. */
+    char *at = strrchr(stat, ')');
+    for (int field = 2; at != NULL && field < 47; field++)
+        at = strchr(at + 1, ' ');
+    if (at == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    *start = strtoull(at + 1, NULL, 10);
+    *end = ((uintptr_t)sbrk(0) + PAGE_BYTES - 1) / PAGE_BYTES * PAGE_BYTES;
+    return 0;
+}
+
+int64_t pyclave_move_heaps_to_file(void) {
+    static int64_t moved;
+    if (moved > 0)
+        return moved;
+    uintptr_t heap_start, heap_end;
+    if (malloc_heap(&heap_start, &heap_end) == -1)
+        return -1;
+    if (heap_end > heap_start) {
+        if (move_onto_file(heap_start, heap_end) == -1)
+            return -1;
+        moved += (int64_t)(heap_end - heap_start);
+    }
+    if (region_used > 0) {
+        lock_region();
+        int result = move_onto_file((uintptr_t)region_start, (uintptr_t)region_start + region_used);
+        size_t used = region_used;
+        unlock_region();
+        if (result == -1)
+            return -1;
+        moved += (int64_t)used;
+    }
     if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == -1)
         return -1;
-    return collapsed;
-}
-
-void pyclave_split_huge_pages(void) {
-    /* MADV_POPULATE_WRITE faults the page in writable without touching its
-       contents: the copy-on-write copies one page and splits the mapping.
-       Failures only leave the split to the first real write. */
-    for (size_t i = 0; i < huge_page_count; i++)
-        madvise((void *)huge_pages[i], PAGE_BYTES, MADV_POPULATE_WRITE);
+    return moved;
 }

@@ -2,7 +2,7 @@
  * The worker runtime's native part, shared between its files:
  * zygote.c (the zygote's serving loop), confine.c (fork and confinement),
  * sigsys.c (the SIGSYS reporter), protobuf.c (the little of the wire format
- * they write and read by hand), memory.c (the zygote's memory on huge pages),
+ * they write and read by hand), memory.c (the zygote's heaps on a file),
  * mappings.c (fewer mappings in the zygote) and floor.c (the benchmark's fork
  * floor).
  */
@@ -98,15 +98,13 @@ int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_s
 /* floor.c */
 int pyclave_fork_exit_wait(uint64_t count, uint64_t *latencies_us);
 
-/* memory.c: CPython's object arenas from a region advised for huge pages
-   (call before the big imports); 0, or -1 (errno). */
-int pyclave_use_huge_page_arenas(void);
-/* memory.c: the process's anonymous memory into huge pages, then huge pages
-   off for it and its children; bytes collapsed, or -1 (errno). */
-int64_t pyclave_collapse_into_huge_pages(void);
-/* memory.c: in a new worker, its mappings of those huge pages into 4 KiB
-   entries (one page of each copied). */
-void pyclave_split_huge_pages(void);
+/* memory.c: CPython's object arenas from one region (call before the big
+   imports); 0, or -1 (errno). */
+int pyclave_use_arena_region(void);
+/* memory.c: the malloc heap and the arena region onto a file, then huge
+   pages off for the process and its children; bytes moved, or -1 (errno).
+   Once only: later calls return what the first moved. */
+int64_t pyclave_move_heaps_to_file(void);
 
 /* mappings.c: merges the read-only segments of loaded libraries into their
    neighbours; the process's mapping count after (0 if it cannot be read

@@ -242,9 +242,10 @@ static int send_exited(struct server *server, const struct live_worker *worker, 
 }
 
 /* Grows `*items` (of `size` bytes each) to hold one more. The arrays live
-   in mappings of their own, not on the malloc heap: once workers share the
-   zygote's huge pages (memory.c), a write there would split one, and
-   malloc writes to chunks all over the heap. */
+   in mappings of their own, not on the malloc heap: once the heap is on a
+   file (memory.c), a write there would have every fork after it copy the
+   heap's page-table entries again, and malloc writes to chunks all over the
+   heap. */
 static int make_room(void **items, size_t size, size_t count, size_t *capacity) {
     if (count < *capacity)
         return 0;
@@ -607,6 +608,9 @@ int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_s
     static struct server server; /* the inbox is too big for the stack */
     server = (struct server){
         .plan = plan, .control = control, .home_network_namespace = -1, .error = error, .error_size = error_size};
+    /* Now, with no more Python to run here (memory.c); forks only get cheaper. */
+    if (pyclave_move_heaps_to_file() == -1)
+        fprintf(stderr, "pyclave zygote: moving the heaps onto a file: %s; workers fork without it\n", strerror(errno));
     if (plan->namespaces) {
         /* A network namespace of the zygote's own, first: it needs none of
            the host's, and it can come back to one its user namespace owns

@@ -25,7 +25,7 @@ from typing import TypeVar
 from . import confine, memory, wire, worker_pb2
 
 # Imported once in the zygote, so that every worker inherits them; only once
-# CPython's object arenas are on huge pages (see `memory`).
+# CPython's object arenas come from their region (see `memory`).
 _LIBRARIES = ("numpy", "pandas", "pyarrow", "pyarrow.ipc")
 
 T = TypeVar("T")
@@ -52,14 +52,13 @@ def main(control_fd: int) -> None:
     _become_subreaper()
     gc.collect()  # the warm-up's garbage is not frozen into every worker
     gc.freeze()
-    collapsed = _optional(layout.collapse) or 0
     mappings = _optional(layout.merge_library_mappings) or 0
     confine.install_zygote_filter(plan)
 
     threads = len(os.listdir("/proc/self/task"))
     _send(control, worker_pb2.ZygoteEvent(
         ready=worker_pb2.ZygoteReady(
-            pid=os.getpid(), thread_count=threads, huge_page_bytes=collapsed, mapping_count=mappings
+            pid=os.getpid(), thread_count=threads, mapping_count=mappings
         )
     ))
     if threads != 1:
