@@ -1,7 +1,7 @@
 //! Compiles `proto/` with prost-build (using the vendored protoc, so a fresh
 //! machine needs no system package) and the worker's native part
 //! (`worker/native/`: the zygote's serving loop, fork and confinement, the
-//! SIGSYS reporter, huge pages for the zygote, the benchmark's fork floor)
+//! SIGSYS reporter, the zygote's heaps on a file, the benchmark's fork floor)
 //! into a shared library the binary embeds.
 
 use std::path::PathBuf;
