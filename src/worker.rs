@@ -473,27 +473,30 @@ impl Worker {
             // closed, its processes killed and reaped after. (A table some
             // process of it still maps writable cannot be sealed: that job
             // is answered once its processes are gone, below.)
-            let table = match output.take() {
-                Some(memfd) if reports_table(result) => match crate::output_table::seal(memfd) {
-                    Ok(sealed) => Some(Some(Ok(sealed))),
-                    Err((memfd, _)) => {
-                        output = Some(memfd);
-                        None
-                    }
-                },
-                _ => Some(None),
+            let sealed = match output.take() {
+                Some(memfd) if reports_table(result) => crate::output_table::seal(memfd).map(|sealed| Some(Ok(sealed))),
+                _ => Ok(None),
             };
-            if let Some(table) = table {
-                let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
-                let wall_time = dispatched_at.elapsed();
-                let exited = exit.is_some();
-                tokio::spawn(async move { self.into_remains().clean_up(exited).await });
-                let blocked_syscall = blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
-                let mut kind =
-                    outcome::classify(Evidence { ending, exit, oom_kills, peak_memory_bytes, limits, blocked_syscall });
-                let table = attach_table(&mut kind, table, *settings.output).await;
-                let usage = usage(queue_time, wall_time, cpu_time, peak_memory_bytes);
-                return RunEnd::Finished(finished(kind, stdout, stderr, usage, settings, table));
+            match sealed {
+                Err((memfd, _)) => output = Some(memfd),
+                Ok(table) => {
+                    let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
+                    let wall_time = dispatched_at.elapsed();
+                    let exited = exit.is_some();
+                    tokio::spawn(async move { self.into_remains().clean_up(exited).await });
+                    let blocked_syscall = blocked_syscall.map(crate::sandbox::seccomp::syscall_name);
+                    let mut kind = outcome::classify(Evidence {
+                        ending,
+                        exit,
+                        oom_kills,
+                        peak_memory_bytes,
+                        limits,
+                        blocked_syscall,
+                    });
+                    let table = attach_table(&mut kind, table, *settings.output).await;
+                    let usage = usage(queue_time, wall_time, cpu_time, peak_memory_bytes);
+                    return RunEnd::Finished(finished(kind, stdout, stderr, usage, settings, table));
+                }
             }
         }
 

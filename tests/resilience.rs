@@ -448,7 +448,11 @@ fn heap_file_mappings(pid: i32) -> Vec<HeapFileMapping> {
             inside = line.contains("/memfd:pyclave-zygote-heap");
             if inside {
                 let private_writable = mapping.permissions == "rw-p";
-                found.push(HeapFileMapping { private_writable, size_kib: (mapping.end - mapping.start) / 1024, rss_kib: 0 });
+                found.push(HeapFileMapping {
+                    private_writable,
+                    size_kib: (mapping.end - mapping.start) / 1024,
+                    rss_kib: 0,
+                });
             }
         } else if let (true, Some(rss)) = (inside, kib("Rss:")) {
             found.last_mut().expect("a mapping").rss_kib = rss;

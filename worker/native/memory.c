@@ -20,9 +20,9 @@
  *     every fork would duplicate);
  *  2. once the zygote is warm and serves (zygote.c: no Python runs in it
  *     then, which would touch its heaps and have forks copy the entries
- *     again), that region's used part and the malloc heap move onto the
- *     file, and transparent huge pages are turned off for the process,
- *     which the workers inherit: their own memory stays in 4 KiB pages (an
+ *     again), transparent huge pages are turned off for the process, and
+ *     that region's used part and the malloc heap move onto the file; the
+ *     workers inherit both: their own memory stays in 4 KiB pages (an
  *     idle worker small, no 2 MiB page zeroed on a first touch).
  * Only these two move, because of what their allocators do with them. A
  * private file mapping behaves like anonymous memory except that
@@ -214,9 +214,10 @@ static int malloc_heap(uintptr_t *start, uintptr_t *end) {
 }
 
 int64_t pyclave_move_heaps_to_file(void) {
-    static int64_t moved;
-    if (moved > 0)
-        return moved;
+    /* First, whatever else fails: it is what keeps a job's memory small. */
+    if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == -1)
+        return -1;
+    int64_t moved = 0;
     uintptr_t heap_start, heap_end;
     if (malloc_heap(&heap_start, &heap_end) == -1)
         return -1;
@@ -234,7 +235,5 @@ int64_t pyclave_move_heaps_to_file(void) {
             return -1;
         moved += (int64_t)used;
     }
-    if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == -1)
-        return -1;
     return moved;
 }

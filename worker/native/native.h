@@ -101,9 +101,9 @@ int pyclave_fork_exit_wait(uint64_t count, uint64_t *latencies_us);
 /* memory.c: CPython's object arenas from one region (call before the big
    imports); 0, or -1 (errno). */
 int pyclave_use_arena_region(void);
-/* memory.c: the malloc heap and the arena region onto a file, then huge
-   pages off for the process and its children; bytes moved, or -1 (errno).
-   Once only: later calls return what the first moved. */
+/* memory.c: huge pages off for the process and its children, then the
+   malloc heap and the arena region onto a file (once); bytes moved, or -1
+   (errno). */
 int64_t pyclave_move_heaps_to_file(void);
 
 /* mappings.c: merges the read-only segments of loaded libraries into their
