@@ -40,9 +40,7 @@ impl RuntimeDir {
         }
         std::fs::DirBuilder::new().mode(0o755).create(&path)?;
         let runtime = Self { path };
-        for mount_point in [runtime.root_mount_point(), runtime.stage_mount_point()] {
-            std::fs::DirBuilder::new().mode(0o755).create(mount_point)?;
-        }
+        std::fs::DirBuilder::new().mode(0o755).create(runtime.root_mount_point())?;
         for (name, contents) in FILES {
             let file = runtime.python_dir().join(name);
             std::fs::DirBuilder::new().recursive(true).mode(0o755).create(file.parent().expect("has a parent"))?;
@@ -66,12 +64,6 @@ impl RuntimeDir {
     /// An empty directory the zygote builds the workers' root on.
     pub fn root_mount_point(&self) -> PathBuf {
         self.path.join("root")
-    }
-
-    /// An empty directory where the zygote stages the read-only paths that
-    /// lie under /tmp (each worker's private /tmp would hide them in the root).
-    pub fn stage_mount_point(&self) -> PathBuf {
-        self.path.join("stage")
     }
 
     /// `/run` when we may write there (root), else the temp directory.
@@ -104,7 +96,7 @@ mod tests {
             assert!(zygote.contains("def main("));
             assert!(runtime.python_dir().join("pyclave_worker/wire.py").is_file());
             assert!(runtime.native_library().is_file());
-            assert!(runtime.root_mount_point().is_dir() && runtime.stage_mount_point().is_dir());
+            assert!(runtime.root_mount_point().is_dir());
             runtime.path.clone()
         };
         assert!(!path.exists(), "removed on drop");

@@ -216,7 +216,6 @@ impl Plan {
             rlimits,
             environment: environment.into_iter().collect(),
             native_library: runtime.native_library().display().to_string(),
-            stage_mount_point: runtime.stage_mount_point().display().to_string(),
         };
         Ok(Self { zygote_plan, disabled, max_processes: config.max_processes })
     }

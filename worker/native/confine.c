@@ -17,8 +17,9 @@
  * 1. join the job's cgroup        memory, CPU and pids limits cover everything after
  * 2. namespaces                   no view of host mounts, network, IPC, hostname, cgroups;
  *                                 the network namespace is one no other live worker has
- * 3. minimal read-only root       no host files beyond Python and its libraries;
- *                                 private capped tmpfs for /tmp and /dev/shm
+ * 3. minimal read-only root       no host files beyond Python and its libraries (the
+ *                                 zygote's root, pyclave_switch_root); private capped
+ *                                 tmpfs for /tmp and /dev/shm, a /proc of its own
  * 4. rlimits                      core dumps, huge files, fd and process floods
  * 5. fds                          nothing inherited but stdin, stdout, stderr, the channel
  *                                 and the start pipe
@@ -72,15 +73,6 @@ static int fail(struct failure *failure, const char *what) {
         if ((call) == -1)                                                                                             \
             return fail(failure, what);                                                                               \
     } while (0)
-
-/* `prefix` + `suffix` into `out`, or ENAMETOOLONG. */
-static int join_path(char *out, size_t size, const char *prefix, const char *suffix) {
-    if ((size_t)snprintf(out, size, "%s%s", prefix, suffix) >= size) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    return 0;
-}
 
 static int write_text(const char *path, const char *text) {
     int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -142,25 +134,35 @@ static int make_tmp_entry(const struct pyclave_tmp_entry *entry) {
     return mount(entry->source, entry->target, NULL, MS_BIND | MS_REC, NULL);
 }
 
-/* Private /tmp and /dev/shm, a fresh /proc, then the prepared root becomes
-   "/" (read-only) and the zygote's tree is gone. */
-static int enter_root(const struct pyclave_plan *plan, struct failure *failure) {
-    char path[PATH_MAX];
-    CHECK(join_path(path, sizeof path, plan->root, "/tmp"), "root path");
-    CHECK(mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, plan->tmp_mount_options), "mount /tmp");
+/* Private /tmp (with the read-only paths staged for it put back), /dev/shm
+   (which covers the stage) and a fresh /proc (which covers the zygote's),
+   on the zygote's read-only root. */
+static int mount_private_dirs(const struct pyclave_plan *plan, struct failure *failure) {
+    CHECK(mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, plan->tmp_mount_options), "mount /tmp");
     for (uint64_t i = 0; i < plan->tmp_entry_count; i++)
         CHECK(make_tmp_entry(&plan->tmp_entries[i]), "bind a read-only path under /tmp");
-    CHECK(join_path(path, sizeof path, plan->root, "/dev/shm"), "root path");
-    CHECK(mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, plan->tmp_mount_options), "mount /dev/shm");
-    /* Before the old root goes: in a user namespace (rootless) the kernel
-       mounts a new proc only while a full one is visible. */
-    CHECK(join_path(path, sizeof path, plan->root, "/proc"), "root path");
-    CHECK(mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL), "mount /proc");
+    CHECK(mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, plan->tmp_mount_options),
+          "mount /dev/shm");
+    CHECK(mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL), "mount /proc");
+    return 0;
+}
+
+/*
+ * In the zygote, once, in its own mount namespace: the prepared root at
+ * `root` becomes "/" (read-only) and the host's tree is gone from it. Each
+ * worker's mount namespace is then a copy of this small tree, and no worker
+ * detaches an old root of its own (a detach makes the kernel wait for an
+ * RCU grace period, milliseconds under load, on the way to `ready`).
+ * Returns 0, or -1 with "step: reason" in `error`.
+ */
+int pyclave_switch_root(const char *root, char *error, size_t error_size) {
+    struct failure failure_record = {error, error_size};
+    struct failure *failure = &failure_record;
     /* pivot_root(".", ".") stacks the old root on the new one; detaching the
        top of "/" then drops it, without a directory to park it in. */
-    CHECK(chdir(plan->root), "chdir to the new root");
+    CHECK(chdir(root), "chdir to the new root");
     CHECK(syscall(SYS_pivot_root, ".", "."), "pivot_root");
-    CHECK(umount2(".", MNT_DETACH), "umount old root");
+    CHECK(umount2(".", MNT_DETACH), "umount the host's root");
     CHECK(chdir("/"), "chdir /");
     CHECK(mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL), "read-only root");
     return 0;
@@ -247,7 +249,7 @@ static int confine(const struct pyclave_plan *plan, const struct pyclave_worker 
         CHECK(unshare(NAMESPACES), "unshare(mount, ipc, uts, cgroup)");
         CHECK(sethostname(HOSTNAME, strlen(HOSTNAME)), "sethostname");
     }
-    if (plan->minimal_root && enter_root(plan, failure) == -1)
+    if (plan->minimal_root && mount_private_dirs(plan, failure) == -1)
         return -1;
     for (uint64_t i = 0; i < plan->rlimit_count; i++) {
         struct rlimit limit = {plan->rlimits[i].soft, plan->rlimits[i].hard};

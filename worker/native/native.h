@@ -49,7 +49,6 @@ struct pyclave_plan {
     int32_t own_pid_namespace; /* the zygote's, open: each worker gets a new one inside it */
     int32_t minimal_root;
     int32_t drop_privileges;
-    const char *root; /* the prepared root's mount point */
     const char *tmp_mount_options;
     const struct pyclave_tmp_entry *tmp_entries;
     uint64_t tmp_entry_count;
@@ -92,6 +91,8 @@ struct pyclave_spawned {
     uint64_t confinement_us;
     uint32_t rehearse_transform; /* 0 or 1 */
 };
+/* In the zygote, once: the prepared root at `root` becomes its read-only "/". */
+int pyclave_switch_root(const char *root, char *error, size_t error_size);
 int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_spawned *spawned, char *error,
                   size_t error_size);
 

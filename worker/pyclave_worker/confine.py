@@ -4,8 +4,9 @@ each worker and confines it.
 The worker's steps, in order, and what each stops, are in
 worker/native/confine.c, which runs them: no Python runs in a worker before
 it is confined, so it copies few of the zygote's pages. Here, once in the
-zygote: the read-only root every worker enters (built in the zygote's own
-mount namespace, so each worker only copies it), the jobs' environment and
+zygote: the read-only root the zygote and every worker run in (built in
+the zygote's own mount namespace and made its "/", so each worker only
+copies it), the jobs' environment and
 seccomp allowlist every worker inherits, and the plan laid out as the native
 code reads it.
 """
@@ -29,6 +30,10 @@ MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
+
+# Where the zygote stages the read-only paths under /tmp, in its root: each
+# worker's private /dev/shm covers it.
+_STAGE = "/dev/shm"
 
 PR_SET_NAME = 15
 PR_SET_SECCOMP = 22
@@ -82,7 +87,6 @@ class _Plan(ctypes.Structure):
         ("own_pid_namespace", ctypes.c_int32),
         ("minimal_root", ctypes.c_int32),
         ("drop_privileges", ctypes.c_int32),
-        ("root", ctypes.c_char_p),
         ("tmp_mount_options", ctypes.c_char_p),
         ("tmp_entries", ctypes.POINTER(_TmpEntry)),
         ("tmp_entry_count", ctypes.c_uint64),
@@ -115,7 +119,7 @@ class Prepared:
         self._error = ctypes.create_string_buffer(512)
         own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if plan.namespaces else -1
         # Everything the plan points to stays referenced here.
-        self._strings = [plan.root_mount_point.encode(), f"size={plan.tmp_size_bytes},mode=1777".encode()]
+        self._tmp_mount_options = f"size={plan.tmp_size_bytes},mode=1777".encode()
         self._tmp_entries = (_TmpEntry * len(tmp_entries))(
             *(_TmpEntry(kind, source.encode(), target.encode()) for kind, source, target in tmp_entries)
         )
@@ -127,8 +131,8 @@ class Prepared:
             *(_SockFprog(len(program) // 8, ctypes.addressof(program)) for program in self._programs)
         )
         self._plan = _Plan(
-            plan.namespaces, own_pid_namespace, plan.minimal_root, plan.drop_privileges, self._strings[0],
-            self._strings[1], self._tmp_entries, len(tmp_entries), self._rlimits, len(plan.rlimits),
+            plan.namespaces, own_pid_namespace, plan.minimal_root, plan.drop_privileges,
+            self._tmp_mount_options, self._tmp_entries, len(tmp_entries), self._rlimits, len(plan.rlimits),
             self._filters, len(self._programs), _numpy_random_state(),
         )
         # Otherwise the worker reseeds numpy from Python.
@@ -217,21 +221,27 @@ def _mount(source: bytes | None, target: str, fstype: bytes | None, flags: int,
 
 
 def _prepare_root(plan: worker_pb2.SandboxPlan) -> list[tuple[int, str, str]]:
-    """Builds the read-only part of every worker's root in the zygote's own
-    mount namespace, which each worker copies when it unshares its own: a
-    tmpfs with the read-only binds, /dev, and mount points for /proc and /tmp.
-    Paths under /tmp are staged beside it instead (each worker's private /tmp
-    would hide them); the entries returned say how a worker puts them back.
+    """Builds every worker's root in the zygote's own mount namespace and
+    makes it the zygote's "/": a read-only tmpfs with the read-only binds,
+    /dev, a /proc of the zygote's, and mount points for /tmp and /dev/shm.
+    Each worker then copies this small tree (not the host's) when it
+    unshares its mount namespace, and covers /tmp, /dev/shm and /proc with
+    its own mounts; it never needs to detach an old root (which makes the
+    kernel wait for an RCU grace period while the worker confines itself).
+
+    Paths under /tmp are staged under /dev/shm instead (each worker's
+    private /tmp would hide them, and its private /dev/shm then hides the
+    stage); the entries returned say how a worker puts them back.
     """
     if not plan.namespaces:
         raise ConfinementError("the minimal root needs the namespaces layer")
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS) in the zygote")
-    root, stage = plan.root_mount_point, plan.stage_mount_point
+    root = plan.root_mount_point
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do propagates to the host
-    for mount_point in (root, stage):
-        _mount(b"tmpfs", mount_point, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755")
+    _mount(b"tmpfs", root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755")
     for name in ("tmp", "proc"):
         os.mkdir(f"{root}/{name}")
+    _make_dev(root + "/dev")
     tmp_entries = []
     for path in plan.read_only_paths:
         kind = _path_kind(path)
@@ -239,13 +249,20 @@ def _prepare_root(plan: worker_pb2.SandboxPlan) -> list[tuple[int, str, str]]:
             continue
         if path == "/tmp" or path.startswith("/tmp/"):
             if kind == SYMLINK:
-                tmp_entries.append((SYMLINK, os.readlink(path), root + path))
+                tmp_entries.append((SYMLINK, os.readlink(path), path))
             else:
-                _bind_read_only(path, stage + path, kind)
-                tmp_entries.append((kind, stage + path, root + path))
+                _bind_read_only(path, root + _STAGE + path, kind)
+                tmp_entries.append((kind, _STAGE + path, path))
         else:
             _bind_read_only(path, root + path, kind)
-    _make_dev(root + "/dev")
+    _mount(None, root + "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
+    # While the host's /proc is visible: in a user namespace (rootless) the
+    # kernel mounts a new proc only then, and each worker's own proc then
+    # needs this one.
+    _mount(b"proc", root + "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    error = ctypes.create_string_buffer(256)
+    if ctypes.CDLL(plan.native_library, use_errno=True).pyclave_switch_root(root.encode(), error, len(error)) != 0:
+        raise ConfinementError(error.value.decode(errors="replace"))
     return tmp_entries
 
 
@@ -287,4 +304,3 @@ def _make_dev(dev: str) -> None:
         os.symlink(link, f"{dev}/{name}")
     # Mount point of the private /dev/shm (POSIX shared memory: multiprocessing).
     os.mkdir(f"{dev}/shm")
-    _mount(None, dev, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
