@@ -22,6 +22,20 @@ pub enum Ending {
     CpuTimeout,
 }
 
+impl Ending {
+    /// Whether an OOM kill in the job's cgroup would change the outcome
+    /// ([`classify`]): not for a result the job reported as ok, nor for a
+    /// timeout. Its count is read only then.
+    pub fn may_be_out_of_memory(&self) -> bool {
+        !matches!(
+            self,
+            Self::WallTimeout
+                | Self::CpuTimeout
+                | Self::Reported(JobResult { result: Some(job_result::Result::Ok(_)) })
+        )
+    }
+}
+
 /// Everything the outcome depends on.
 #[derive(Debug)]
 pub struct Evidence {
@@ -169,6 +183,34 @@ mod tests {
             classify(evidence(Ending::CpuTimeout, None, 0)),
             Kind::Timeout(api::Timeout { clock: Clock::Cpu.into(), limit_ms: 1000 })
         );
+    }
+
+    #[test]
+    fn oom_kills_are_read_only_for_endings_they_can_change() {
+        let error = JobError { r#type: "ValueError".into(), message: "m".into(), traceback: String::new() };
+        let endings = || {
+            [
+                reported(job_result::Result::Ok(JobOk { wrote_table: false, json: "1".into() })),
+                reported(job_result::Result::Error(error.clone())),
+                reported(job_result::Result::BadInput("x".into())),
+                Ending::Reported(JobResult { result: None }),
+                Ending::Malformed("x".into()),
+                Ending::Died,
+                Ending::WallTimeout,
+                Ending::CpuTimeout,
+            ]
+        };
+        let mut skipped = 0;
+        for (with_oom, without) in endings().into_iter().zip(endings()) {
+            if with_oom.may_be_out_of_memory() {
+                continue;
+            }
+            skipped += 1;
+            let name = format!("{with_oom:?}");
+            let exit = Some(ExitStatus::Signal(9));
+            assert_eq!(classify(evidence(with_oom, exit, 1)), classify(evidence(without, exit, 0)), "{name}");
+        }
+        assert_eq!(skipped, 3, "ok results and both timeouts skip the read");
     }
 
     #[test]

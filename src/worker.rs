@@ -359,11 +359,16 @@ impl Worker {
         Ok((reader, writer, ready))
     }
 
-    fn measure(&self, cpu_baseline: Duration) -> Measured {
+    /// What the job used; its OOM kills only if they can change its outcome.
+    fn measure(&self, cpu_baseline: Duration, ending: &Ending) -> Measured {
         Measured {
             cpu_time: self.tree.cpu_usage().saturating_sub(cpu_baseline),
             peak_memory_bytes: self.tree.peak_memory_bytes(),
-            oom_kills: self.tree.oom_kills().saturating_sub(self.oom_kills_before),
+            oom_kills: if ending.may_be_out_of_memory() {
+                self.tree.oom_kills().saturating_sub(self.oom_kills_before)
+            } else {
+                0
+            },
         }
     }
 
@@ -464,7 +469,7 @@ impl Worker {
         };
         // Measured once the ending is known, before anything is killed:
         // without a cgroup the worker process is all there is to read.
-        let Measured { cpu_time, peak_memory_bytes, oom_kills } = self.measure(cpu_baseline);
+        let Measured { cpu_time, peak_memory_bytes, oom_kills } = self.measure(cpu_baseline, &ending);
 
         if let Ending::Reported(result) = &ending {
             // Nothing more can come from this job that its outcome needs:

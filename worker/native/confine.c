@@ -134,13 +134,21 @@ static int make_tmp_entry(const struct pyclave_tmp_entry *entry) {
     return mount(entry->source, entry->target, NULL, MS_BIND | MS_REC, NULL);
 }
 
-/* Private /tmp (with the read-only paths staged for it put back), /dev/shm
-   (which covers the stage) and a fresh /proc (which covers the zygote's),
-   on the zygote's read-only root. */
+/* Private /tmp and /dev/shm, and a fresh /proc (which covers the
+   zygote's), on the zygote's read-only root. With read-only paths under
+   /tmp, the private /tmp is put together at /dev/shm first, where the
+   zygote's /tmp (the binds' sources) is still visible, then moved over it. */
 static int mount_private_dirs(const struct pyclave_plan *plan, struct failure *failure) {
-    CHECK(mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, plan->tmp_mount_options), "mount /tmp");
-    for (uint64_t i = 0; i < plan->tmp_entry_count; i++)
-        CHECK(make_tmp_entry(&plan->tmp_entries[i]), "bind a read-only path under /tmp");
+    if (plan->tmp_entry_count == 0) {
+        CHECK(mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, plan->tmp_mount_options), "mount /tmp");
+    } else {
+        CHECK(mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, plan->tmp_mount_options), "mount /tmp");
+        CHECK(chdir("/dev/shm"), "chdir to the private /tmp");
+        for (uint64_t i = 0; i < plan->tmp_entry_count; i++)
+            CHECK(make_tmp_entry(&plan->tmp_entries[i]), "bind a read-only path under /tmp");
+        CHECK(chdir("/"), "chdir /");
+        CHECK(mount("/dev/shm", "/tmp", NULL, MS_MOVE, NULL), "move the private /tmp");
+    }
     CHECK(mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, plan->tmp_mount_options),
           "mount /dev/shm");
     CHECK(mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL), "mount /proc");

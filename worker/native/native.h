@@ -17,12 +17,13 @@
 /* sigsys.c */
 int pyclave_install_sigsys_reporter(int fd);
 
-/* What a worker's /tmp needs from the zygote's staging area. */
+/* What a worker's private /tmp needs from the zygote's. */
 enum pyclave_tmp_entry_kind { PYCLAVE_BIND_DIRECTORY = 0, PYCLAVE_BIND_FILE = 1, PYCLAVE_SYMLINK = 2 };
 
-/* A read-only path under /tmp: the private /tmp hides whatever the zygote
-   prepared there, so each worker binds it again from the staging area (or,
-   for a symlink, recreates it: `source` is then the link's text). */
+/* A read-only path under /tmp: the private /tmp covers the zygote's, so
+   each worker binds `source` (the zygote's) again at `target`, relative to
+   its private /tmp (or, for a symlink, recreates it: `source` is then the
+   link's text). */
 struct pyclave_tmp_entry {
     int32_t kind;
     const char *source;

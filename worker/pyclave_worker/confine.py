@@ -31,10 +31,6 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 
-# Where the zygote stages the read-only paths under /tmp, in its root: each
-# worker's private /dev/shm covers it.
-_STAGE = "/dev/shm"
-
 PR_SET_NAME = 15
 PR_SET_SECCOMP = 22
 PR_SET_NO_NEW_PRIVS = 38
@@ -229,9 +225,9 @@ def _prepare_root(plan: worker_pb2.SandboxPlan) -> list[tuple[int, str, str]]:
     its own mounts; it never needs to detach an old root (which makes the
     kernel wait for an RCU grace period while the worker confines itself).
 
-    Paths under /tmp are staged under /dev/shm instead (each worker's
-    private /tmp would hide them, and its private /dev/shm then hides the
-    stage); the entries returned say how a worker puts them back.
+    Read-only paths under /tmp are bound there too, for the zygote; each
+    worker's private /tmp covers them, and the entries returned say how the
+    worker binds them again inside it.
     """
     if not plan.namespaces:
         raise ConfinementError("the minimal root needs the namespaces layer")
@@ -243,18 +239,19 @@ def _prepare_root(plan: worker_pb2.SandboxPlan) -> list[tuple[int, str, str]]:
         os.mkdir(f"{root}/{name}")
     _make_dev(root + "/dev")
     tmp_entries = []
+    bound_under_tmp: list[str] = []
     for path in plan.read_only_paths:
         kind = _path_kind(path)
         if kind is None:
             continue
-        if path == "/tmp" or path.startswith("/tmp/"):
-            if kind == SYMLINK:
-                tmp_entries.append((SYMLINK, os.readlink(path), path))
-            else:
-                _bind_read_only(path, root + _STAGE + path, kind)
-                tmp_entries.append((kind, _STAGE + path, path))
-        else:
-            _bind_read_only(path, root + path, kind)
+        _bind_read_only(path, root + path, kind)
+        # Relative to the worker's private /tmp; a path inside a directory
+        # bound before it comes with that one (binds are recursive).
+        if (path == "/tmp" or path.startswith("/tmp/")) and not _inside_any(path, bound_under_tmp):
+            target = path[len("/tmp/"):] or "."
+            tmp_entries.append((kind, os.readlink(path) if kind == SYMLINK else path, target))
+            if kind == BIND_DIRECTORY:
+                bound_under_tmp.append(path)
     _mount(None, root + "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
     # While the host's /proc is visible: in a user namespace (rootless) the
     # kernel mounts a new proc only then, and each worker's own proc then
@@ -264,6 +261,10 @@ def _prepare_root(plan: worker_pb2.SandboxPlan) -> list[tuple[int, str, str]]:
     if ctypes.CDLL(plan.native_library, use_errno=True).pyclave_switch_root(root.encode(), error, len(error)) != 0:
         raise ConfinementError(error.value.decode(errors="replace"))
     return tmp_entries
+
+
+def _inside_any(path: str, directories: list[str]) -> bool:
+    return any(path.startswith(directory.rstrip("/") + "/") for directory in directories)
 
 
 def _path_kind(path: str) -> int | None:
