@@ -1,19 +1,22 @@
-//! Captures a worker's stdout or stderr from a pipe, up to a cap.
+//! Captures a worker's stdout and stderr from pipes, up to a cap each.
 //!
-//! A task reads continuously (past the cap the bytes are dropped), so a
-//! chatty job never blocks on a full pipe. [`Capture::snapshot`] gives what
-//! was written so far, bytes still in the pipe included (for an answer sent
-//! before the job's processes are gone); [`Capture::finish`] waits for the
-//! end of the stream, i.e. for every writer to be gone.
+//! No task of its own: [`JobOutput::keep_reading`] is polled alongside the
+//! job's other events while it runs, reading whatever the pipes hold (past
+//! the cap the bytes are dropped), so a chatty job never blocks on a full
+//! pipe. [`JobOutput::snapshot`] gives what was written so far, bytes still
+//! in the pipes included (for an answer sent before the job's processes are
+//! gone); [`JobOutput::finish`] reads to the end of both streams, i.e. until
+//! every writer is gone. Before its job a worker writes nothing, and once
+//! the job is answered its output is no longer read: the pipes are closed
+//! (a writer left gets EPIPE).
 
+use std::convert::Infallible;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use tokio::net::unix::pipe;
-use tokio::task::JoinHandle;
 
 use crate::proto::api::CapturedOutput;
 
@@ -36,97 +39,119 @@ impl CapturePipe {
     }
 }
 
-struct Shared {
-    receiver: pipe::Receiver,
-    /// Held while reading *and* appending, so bytes keep their order.
-    output: Mutex<CapturedOutput>,
-    cap_bytes: usize,
-}
-
 /// How a read reaches the pipe.
 #[derive(Clone, Copy)]
 enum Via {
     /// Through tokio, which clears the cached readiness on `WouldBlock`
-    /// (the reading task's way, so it sleeps until the next write).
+    /// (so the next wait sleeps until the next write).
     Reactor,
     /// Straight to the kernel, whatever tokio last saw (a snapshot must not
     /// miss bytes tokio has not been told about yet).
     Kernel,
 }
 
-impl Shared {
-    /// Reads what the pipe holds now; `Ok(true)` at the end of the stream.
-    fn read_available(&self, via: Via) -> io::Result<bool> {
-        let mut output = self.output.lock().expect("capture lock");
-        crate::channel::with_read_scratch(|chunk| {
+/// One captured stream.
+struct Capture {
+    receiver: pipe::Receiver,
+    output: CapturedOutput,
+    cap_bytes: usize,
+    /// The end of the stream (or a read error) was seen.
+    ended: bool,
+}
+
+impl Capture {
+    fn start(read: ReadEnd, cap_bytes: usize) -> io::Result<Self> {
+        // Unchecked: `ReadEnd` is a pipe's non-blocking read end already,
+        // and tokio's checks would cost three syscalls per pipe per worker.
+        let receiver = pipe::Receiver::from_owned_fd_unchecked(read.0)?;
+        Ok(Self { receiver, output: CapturedOutput::default(), cap_bytes, ended: false })
+    }
+
+    /// Waits until the pipe has something (or is closed), then reads it.
+    /// Cancel-safe: nothing is read before the wait is over.
+    async fn read_when_readable(&mut self) {
+        if self.receiver.readable().await.is_err() {
+            self.ended = true;
+            return;
+        }
+        self.read_available(Via::Reactor);
+    }
+
+    /// Reads what the pipe holds now.
+    fn read_available(&mut self, via: Via) {
+        if self.ended {
+            return;
+        }
+        let (receiver, output, cap_bytes) = (&self.receiver, &mut self.output, self.cap_bytes);
+        self.ended = crate::channel::with_read_scratch(|chunk| {
             loop {
                 let read = match via {
-                    Via::Reactor => self.receiver.try_read(chunk),
-                    Via::Kernel => nix::unistd::read(&self.receiver, chunk).map_err(io::Error::from),
+                    Via::Reactor => receiver.try_read(chunk),
+                    Via::Kernel => nix::unistd::read(receiver, chunk).map_err(io::Error::from),
                 };
                 match read {
-                    Ok(0) => return Ok(true),
+                    Ok(0) => return true,
                     Ok(read) => {
-                        let room = self.cap_bytes - output.data.len();
+                        let room = cap_bytes - output.data.len();
                         if read > room {
                             output.truncated = true;
                         }
                         output.data.extend_from_slice(&chunk[..read.min(room)]);
                     }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                    Err(error) => return Err(error),
-                }
-            }
-        })
-    }
-}
-
-pub struct Capture {
-    shared: Arc<Shared>,
-    task: JoinHandle<()>,
-}
-
-impl Capture {
-    /// Starts capturing `read`, keeping the first `cap_bytes`.
-    pub fn start(read: ReadEnd, cap_bytes: usize) -> io::Result<Self> {
-        let shared = Arc::new(Shared {
-            // Unchecked: `ReadEnd` is a pipe's non-blocking read end already,
-            // and tokio's checks would cost three syscalls per pipe per worker.
-            receiver: pipe::Receiver::from_owned_fd_unchecked(read.0)?,
-            output: Mutex::new(CapturedOutput::default()),
-            cap_bytes,
-        });
-        let reader = Arc::clone(&shared);
-        let task = tokio::spawn(async move {
-            loop {
-                if reader.receiver.readable().await.is_err() {
-                    return;
-                }
-                match reader.read_available(Via::Reactor) {
-                    Ok(false) => {}
-                    Ok(true) | Err(_) => return,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => return false,
+                    Err(_) => return true,
                 }
             }
         });
-        Ok(Self { shared, task })
+    }
+}
+
+/// A worker's stdout and stderr.
+pub struct JobOutput {
+    stdout: Capture,
+    stderr: Capture,
+}
+
+impl JobOutput {
+    /// Captures both read ends, keeping the first `cap_bytes` of each.
+    pub fn start(stdout: ReadEnd, stderr: ReadEnd, cap_bytes: usize) -> io::Result<Self> {
+        Ok(Self { stdout: Capture::start(stdout, cap_bytes)?, stderr: Capture::start(stderr, cap_bytes)? })
     }
 
-    /// What was written so far, including bytes still in the pipe.
-    pub fn snapshot(&self) -> CapturedOutput {
-        let _ = self.shared.read_available(Via::Kernel);
-        self.shared.output.lock().expect("capture lock").clone()
-    }
-
-    /// Stops capturing: the read end is closed (a writer left gets EPIPE).
-    pub fn stop(self) {
-        self.task.abort();
-    }
-
-    /// Everything, once every write end is closed (or `timeout` passed).
-    pub async fn finish(mut self, timeout: Duration) -> CapturedOutput {
-        if tokio::time::timeout(timeout, &mut self.task).await.is_err() {
-            self.task.abort();
+    /// Reads both pipes as they fill; never resolves (once both streams have
+    /// ended it only waits). Cancel-safe.
+    pub async fn keep_reading(&mut self) -> Infallible {
+        loop {
+            let Self { stdout, stderr } = self;
+            tokio::select! {
+                () = stdout.read_when_readable(), if !stdout.ended => {}
+                () = stderr.read_when_readable(), if !stderr.ended => {}
+                else => return std::future::pending().await,
+            }
         }
+    }
+
+    /// What was written so far to stdout and stderr, including bytes still
+    /// in the pipes.
+    pub fn snapshot(&mut self) -> (CapturedOutput, CapturedOutput) {
+        self.stdout.read_available(Via::Kernel);
+        self.stderr.read_available(Via::Kernel);
+        (self.stdout.output.clone(), self.stderr.output.clone())
+    }
+
+    /// Everything written to stdout and stderr, once every write end is
+    /// closed (or `timeout` passed).
+    pub async fn finish(mut self, timeout: Duration) -> (CapturedOutput, CapturedOutput) {
+        let both_ended = async {
+            while !(self.stdout.ended && self.stderr.ended) {
+                let Self { stdout, stderr } = &mut self;
+                tokio::select! {
+                    () = stdout.read_when_readable(), if !stdout.ended => {}
+                    () = stderr.read_when_readable(), if !stderr.ended => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, both_ended).await;
         self.snapshot()
     }
 }
@@ -137,31 +162,56 @@ mod tests {
     use std::io::Write;
 
     const LONG: Duration = Duration::from_secs(10);
+    /// More than a pipe holds: its writer blocks unless the pipe is read.
+    const FLOOD_BYTES: usize = 1 << 20;
+
+    fn output(cap_bytes: usize) -> (JobOutput, std::fs::File, std::fs::File) {
+        let (stdout, stderr) = (CapturePipe::new().expect("pipe"), CapturePipe::new().expect("pipe"));
+        let output = JobOutput::start(stdout.read, stderr.read, cap_bytes).expect("capture");
+        (output, stdout.write.into(), stderr.write.into())
+    }
 
     #[tokio::test]
     async fn keeps_the_first_bytes_and_flags_the_rest() {
-        let pipe = CapturePipe::new().expect("pipe");
-        let capture = Capture::start(pipe.read, 10).expect("capture");
-        let mut write = std::fs::File::from(pipe.write);
-        // More than a pipe buffer: the writer must never block on us.
-        tokio::task::spawn_blocking(move || write.write_all(&vec![b'x'; 1 << 20])).await.expect("join").expect("write");
-        let output = capture.finish(LONG).await;
-        assert_eq!(output.data, b"xxxxxxxxxx");
-        assert!(output.truncated);
+        let (output, mut stdout, stderr) = output(10);
+        drop(stderr);
+        let writer = tokio::task::spawn_blocking(move || stdout.write_all(&vec![b'x'; FLOOD_BYTES]));
+        let (stdout, stderr) = output.finish(LONG).await;
+        writer.await.expect("join").expect("write");
+        assert_eq!((stdout.data.as_slice(), stdout.truncated), (&b"xxxxxxxxxx"[..], true));
+        assert_eq!((stderr.data.len(), stderr.truncated), (0, false));
+    }
+
+    #[tokio::test]
+    async fn a_job_flooding_both_streams_never_blocks_while_it_runs() {
+        let (mut output, mut stdout, mut stderr) = output(100);
+        let job = tokio::task::spawn_blocking(move || {
+            stdout.write_all(&vec![b'o'; FLOOD_BYTES])?;
+            stderr.write_all(&vec![b'e'; FLOOD_BYTES])
+        });
+        // The job finishes only if its pipes are read meanwhile.
+        let finished = tokio::time::timeout(LONG, async {
+            tokio::select! {
+                never = output.keep_reading() => match never {},
+                wrote = job => wrote.expect("join"),
+            }
+        });
+        finished.await.expect("the writer never blocked for good").expect("write");
+        let (stdout, stderr) = output.snapshot();
+        assert_eq!((stdout.data, stdout.truncated), (vec![b'o'; 100], true));
+        assert_eq!((stderr.data, stderr.truncated), (vec![b'e'; 100], true));
     }
 
     #[tokio::test]
     async fn a_snapshot_has_everything_written_so_far() {
-        let pipe = CapturePipe::new().expect("pipe");
-        let capture = Capture::start(pipe.read, 100).expect("capture");
-        let mut write = std::fs::File::from(pipe.write);
-        write.write_all(b"one\n").expect("write");
-        write.write_all(b"two\n").expect("write");
-        // The writer is still open: no end of stream, yet nothing is missing.
-        let snapshot = capture.snapshot();
+        let (mut output, mut stdout, stderr) = output(100);
+        stdout.write_all(b"one\n").expect("write");
+        stdout.write_all(b"two\n").expect("write");
+        // The writers are still open: no end of stream, yet nothing is missing.
+        let (snapshot, _) = output.snapshot();
         assert_eq!((snapshot.data.as_slice(), snapshot.truncated), (&b"one\ntwo\n"[..], false));
-        write.write_all(b"three\n").expect("write");
-        drop(write);
-        assert_eq!(capture.finish(LONG).await.data, b"one\ntwo\nthree\n");
+        stdout.write_all(b"three\n").expect("write");
+        drop((stdout, stderr));
+        assert_eq!(output.finish(LONG).await.0.data, b"one\ntwo\nthree\n");
     }
 }

@@ -86,13 +86,15 @@ struct IdleWorkers {
 }
 
 impl IdleWorkers {
-    /// The offer the next job should take: the newest worker that has
-    /// reported ready, whose memory is the likeliest to be still in the
-    /// CPU's caches (a paced job on a warm pool spends most of its time in
-    /// cache misses; README, Benchmarks). Failing that, the oldest, the
-    /// likeliest to be ready soonest. Offers of workers that have gone are
-    /// dropped; cancel-safe.
-    async fn take(&mut self, incoming: &mut mpsc::UnboundedReceiver<Offer>) -> Offer {
+    /// The offer the next job should take. Running alone, the newest worker
+    /// that has reported ready, whose memory is the likeliest to be still in
+    /// the CPU's caches (a paced job on a warm pool spends most of its time
+    /// in cache misses; README, Benchmarks). Under load (caches are shared
+    /// with other jobs anyway), the oldest that has: the newest were mostly
+    /// just forked, and asking each of them first costs a syscall apiece.
+    /// Failing either, the oldest, the likeliest to be ready soonest. Offers
+    /// of workers that have gone are dropped; cancel-safe.
+    async fn take(&mut self, incoming: &mut mpsc::UnboundedReceiver<Offer>, under_load: bool) -> Offer {
         while let Ok(offer) = incoming.try_recv() {
             self.offers.push(offer);
         }
@@ -100,8 +102,10 @@ impl IdleWorkers {
         if self.offers.is_empty() {
             return incoming.recv().await.expect("workers hold the sender");
         }
-        let newest_ready = self.offers.iter().rposition(|offer| offer.ready.has_reported());
-        self.offers.remove(newest_ready.unwrap_or(0))
+        let reported = |offer: &Offer| offer.ready.has_reported();
+        let ready =
+            if under_load { self.offers.iter().position(reported) } else { self.offers.iter().rposition(reported) };
+        self.offers.remove(ready.unwrap_or(0))
     }
 }
 
@@ -273,16 +277,17 @@ async fn dispatch(
             },
         };
         loop {
+            // Other jobs running: the pool is under load, and the fork
+            // competes with them whenever it happens.
+            let under_load = slots - running.available_permits() > 1;
             let offer = tokio::select! {
                 () = shutdown.cancelled() => {
                     assignment.job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
                     break;
                 }
-                offer = idle.take(&mut offers) => offer,
+                offer = idle.take(&mut offers, under_load) => offer,
             };
-            // Other jobs running: the pool is under load, and the fork
-            // competes with them whenever it happens.
-            assignment.replace_at_once = slots - running.available_permits() > 1;
+            assignment.replace_at_once = under_load;
             match offer.assign.send(assignment) {
                 Ok(()) => break,
                 Err(returned) => assignment = returned, // that worker died idle
@@ -450,7 +455,7 @@ mod tests {
             Self { assigned, _channel: channel, _worker_end: theirs }
         }
 
-        /// Whether its offer was taken (and then dropped).
+        /// Whether its offer was taken (and then dropped), or is closed.
         fn taken(&mut self) -> bool {
             matches!(self.assigned.try_recv(), Err(TryRecvError::Closed))
         }
@@ -475,25 +480,31 @@ mod tests {
         assert!(!recent.warrant_transform_rehearsal(), "the oldest transforms fell out");
     }
 
-    #[tokio::test]
-    async fn takes_the_newest_ready_worker_else_the_oldest() {
+    /// The order in which five idle workers (oldest first: ready, not,
+    /// ready, not, ready but gone) are taken.
+    async fn order_taken(under_load: bool) -> Vec<usize> {
         let (offers, mut incoming) = mpsc::unbounded_channel();
-        // Oldest first; the newest one's task gives up its offer (it died idle).
         let mut workers: Vec<_> = [true, false, true, false, true]
             .into_iter()
             .map(|reported| IdleFixture::offer(reported, &offers))
             .collect();
         workers[4].assigned.close();
-
         let mut idle = IdleWorkers::default();
-        // The newest ready worker, then the other ready one, then (none
-        // ready) the oldest first.
-        for expected in [2, 0, 1, 3] {
-            drop(idle.take(&mut incoming).await);
-            let taken: Vec<_> = workers.iter_mut().map(IdleFixture::taken).collect();
-            assert!(taken[expected], "expected worker {expected}, taken so far: {taken:?}");
-            workers[expected].assigned.close();
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            drop(idle.take(&mut incoming, under_load).await);
+            let taken = (0..workers.len())
+                .find(|&worker| !order.contains(&worker) && workers[worker].taken())
+                .expect("one was taken");
+            order.push(taken);
         }
         assert!(idle.offers.is_empty(), "the offer of the worker that went is dropped");
+        order
+    }
+
+    #[tokio::test]
+    async fn alone_takes_the_newest_ready_worker_under_load_the_oldest_else_the_oldest() {
+        assert_eq!(order_taken(false).await, [2, 0, 1, 3], "alone: newest ready first");
+        assert_eq!(order_taken(true).await, [0, 2, 1, 3], "under load: oldest ready first");
     }
 }

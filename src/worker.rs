@@ -18,7 +18,7 @@ use nix::sys::socket::MsgFlags;
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{Capture, CapturePipe};
+use crate::capture::{CapturePipe, JobOutput};
 use crate::cgroup::{CgroupError, Cgroups};
 use crate::channel::{self, ChannelError, FrameReader, FrameWriter};
 use crate::config::{JobLimits, OutputLimits};
@@ -134,8 +134,7 @@ pub struct Worker {
     /// The read end of the worker's start pipe.
     started: OwnedFd,
     exit: EndWatch,
-    stdout: Capture,
-    stderr: Capture,
+    output: JobOutput,
 }
 
 /// A worker asked of the zygote. It confines itself and reports ready on
@@ -149,8 +148,7 @@ pub struct Spawning {
     channel: Arc<UnixStream>,
     /// The read end of the worker's start pipe.
     started: OwnedFd,
-    stdout: Capture,
-    stderr: Capture,
+    output: JobOutput,
     /// The cgroup's OOM-kill count before this worker (cgroups are reused).
     oom_kills_before: u64,
     birth: Stillborn,
@@ -192,8 +190,6 @@ impl Spawning {
 
     /// Retires a worker that will get no job.
     pub async fn retire(self) {
-        self.stdout.stop();
-        self.stderr.stop();
         self.birth.bury().await;
     }
 
@@ -201,9 +197,7 @@ impl Spawning {
     /// failed if it never got as far as `ready` (then it is no idle worker
     /// that was killed, but a spawn that fails: not to be retried at once).
     pub async fn retire_dead(self, end: WorkerEnd, settings: &WorkerSettings<'_>) -> Option<String> {
-        let Self { channel, stdout, stderr, birth, .. } = self;
-        stdout.stop();
-        stderr.stop();
+        let Self { channel, birth, .. } = self;
         let failure = match end {
             WorkerEnd::Unreported(reason) => Some(reason),
             WorkerEnd::Exited(status) => {
@@ -276,8 +270,7 @@ impl Worker {
         };
         let oom_kills_before = birth.tree.as_ref().map_or(0, JobTree::oom_kills);
         let cap = settings.limits.max_captured_output_bytes as usize;
-        let stdout_capture = attempt!(Capture::start(stdout.read, cap));
-        let stderr_capture = attempt!(Capture::start(stderr.read, cap));
+        let output = attempt!(JobOutput::start(stdout.read, stderr.read, cap));
         let fds = WorkerFds {
             control: theirs.into(),
             stdout: stdout.write,
@@ -286,25 +279,15 @@ impl Worker {
             cgroup_procs,
         };
         birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds, settings.rehearse_transform).await));
-        Ok(Spawning {
-            id,
-            channel: Arc::new(ours),
-            started,
-            stdout: stdout_capture,
-            stderr: stderr_capture,
-            oom_kills_before,
-            birth,
-        })
+        Ok(Spawning { id, channel: Arc::new(ours), started, output, oom_kills_before, birth })
     }
 
     /// Waits until `spawning` is ready (it usually is already).
     pub async fn ready(spawning: Spawning, settings: &WorkerSettings<'_>) -> Result<Self, WorkerError> {
-        let Spawning { id, channel, started, stdout, stderr, oom_kills_before, mut birth } = spawning;
+        let Spawning { id, channel, started, output, oom_kills_before, mut birth } = spawning;
         let (reader, writer, ready) = match Self::wait_ready(channel, &mut birth, settings).await {
             Ok(waited) => waited,
             Err(error) => {
-                stdout.stop();
-                stderr.stop();
                 birth.bury().await;
                 return Err(error);
             }
@@ -324,8 +307,7 @@ impl Worker {
             writer,
             started,
             exit: end,
-            stdout,
-            stderr,
+            output,
         })
     }
 
@@ -395,10 +377,8 @@ impl Worker {
     /// no longer captured (nothing the job's answer needs is left in them),
     /// so its exit wakes nobody but the zygote.
     fn into_remains(self) -> Remains {
-        let Self { tree, exit, exit_ends_job, uid, reader, writer, started, stdout, stderr, .. } = self;
-        drop((reader, writer, started));
-        stdout.stop();
-        stderr.stop();
+        let Self { tree, exit, exit_ends_job, uid, reader, writer, started, output, .. } = self;
+        drop((reader, writer, started, output));
         Remains { tree, exit, exit_ends_job, uid }
     }
 
@@ -461,6 +441,7 @@ impl Worker {
                 () = wall_deadline => Some(Ending::WallTimeout),
                 () = cpu_deadline => Some(Ending::CpuTimeout),
                 () = cancel.cancelled() => None,
+                never = self.output.keep_reading() => match never {},
             }
         };
         let Some(mut ending) = ending else {
@@ -485,7 +466,7 @@ impl Worker {
             match sealed {
                 Err((memfd, _)) => output = Some(memfd),
                 Ok(table) => {
-                    let (stdout, stderr) = (self.stdout.snapshot(), self.stderr.snapshot());
+                    let (stdout, stderr) = self.output.snapshot();
                     let wall_time = dispatched_at.elapsed();
                     let exited = exit.is_some();
                     tokio::spawn(async move { self.into_remains().clean_up(exited).await });
@@ -528,8 +509,7 @@ impl Worker {
             exit = tokio::time::timeout(REAP_TIMEOUT, self.exit.exit_status()).await.ok().flatten();
         }
         let wall_time = dispatched_at.elapsed();
-        let stdout = self.stdout.finish(REAP_TIMEOUT).await;
-        let stderr = self.stderr.finish(REAP_TIMEOUT).await;
+        let (stdout, stderr) = self.output.finish(REAP_TIMEOUT).await;
         // The cgroup is empty: handing it back need not delay the answer.
         let (tree, uid) = (self.tree, self.uid);
         if killed.is_ok() {
