@@ -15,29 +15,9 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use tokio::net::unix::pipe;
 
 use crate::proto::api::CapturedOutput;
-
-/// A pipe whose write end goes to a worker and whose read end is captured.
-pub struct CapturePipe {
-    pub read: ReadEnd,
-    pub write: OwnedFd,
-}
-
-/// The read end of a [`CapturePipe`]: a pipe's, and non-blocking.
-pub struct ReadEnd(OwnedFd);
-
-impl CapturePipe {
-    pub fn new() -> io::Result<Self> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        // Only our end is non-blocking: pipe2 gives each end its own open
-        // file description, and the worker's writes must block.
-        fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-        Ok(Self { read: ReadEnd(read), write })
-    }
-}
 
 /// How a read reaches the pipe.
 #[derive(Clone, Copy)]
@@ -60,10 +40,10 @@ struct Capture {
 }
 
 impl Capture {
-    fn start(read: ReadEnd, cap_bytes: usize) -> io::Result<Self> {
-        // Unchecked: `ReadEnd` is a pipe's non-blocking read end already,
-        // and tokio's checks would cost three syscalls per pipe per worker.
-        let receiver = pipe::Receiver::from_owned_fd_unchecked(read.0)?;
+    fn start(read: OwnedFd, cap_bytes: usize) -> io::Result<Self> {
+        // Unchecked: see `JobOutput::start` (tokio's checks would cost three
+        // syscalls per pipe per worker).
+        let receiver = pipe::Receiver::from_owned_fd_unchecked(read)?;
         Ok(Self { receiver, output: CapturedOutput::default(), cap_bytes, ended: false })
     }
 
@@ -113,8 +93,10 @@ pub struct JobOutput {
 }
 
 impl JobOutput {
-    /// Captures both read ends, keeping the first `cap_bytes` of each.
-    pub fn start(stdout: ReadEnd, stderr: ReadEnd, cap_bytes: usize) -> io::Result<Self> {
+    /// Captures both read ends, keeping the first `cap_bytes` of each. They
+    /// must be non-blocking read ends of pipes: those a worker hands over
+    /// with its `ready`, made and set so before any job's code ran in it.
+    pub fn start(stdout: OwnedFd, stderr: OwnedFd, cap_bytes: usize) -> io::Result<Self> {
         Ok(Self { stdout: Capture::start(stdout, cap_bytes)?, stderr: Capture::start(stderr, cap_bytes)? })
     }
 
@@ -165,10 +147,19 @@ mod tests {
     /// More than a pipe holds: its writer blocks unless the pipe is read.
     const FLOOD_BYTES: usize = 1 << 20;
 
+    /// A pipe as a worker makes one: only the read end is non-blocking (the
+    /// writer's writes must block).
+    fn pipe() -> (OwnedFd, std::fs::File) {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
+        fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("non-blocking");
+        (read, write.into())
+    }
+
     fn output(cap_bytes: usize) -> (JobOutput, std::fs::File, std::fs::File) {
-        let (stdout, stderr) = (CapturePipe::new().expect("pipe"), CapturePipe::new().expect("pipe"));
-        let output = JobOutput::start(stdout.read, stderr.read, cap_bytes).expect("capture");
-        (output, stdout.write.into(), stderr.write.into())
+        let ((stdout, stdout_write), (stderr, stderr_write)) = (pipe(), pipe());
+        let output = JobOutput::start(stdout, stderr, cap_bytes).expect("capture");
+        (output, stdout_write, stderr_write)
     }
 
     #[tokio::test]

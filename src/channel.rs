@@ -129,6 +129,11 @@ impl FrameReader {
         self.fds.pop_front().ok_or(ChannelError::MissingFd)
     }
 
+    /// Every fd received and not taken yet, in arrival order.
+    pub fn take_all_fds(&mut self) -> Vec<OwnedFd> {
+        self.fds.drain(..).collect()
+    }
+
     fn next_buffered_frame(&mut self) -> Result<Option<BytesMut>, ChannelError> {
         self.codec.decode(&mut self.buffer).map_err(|error| {
             if error.get_ref().is_some_and(|inner| inner.is::<LengthDelimitedCodecError>()) {

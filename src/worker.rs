@@ -13,12 +13,11 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
 use nix::sys::socket::MsgFlags;
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{CapturePipe, JobOutput};
+use crate::capture::JobOutput;
 use crate::cgroup::{CgroupError, Cgroups};
 use crate::channel::{self, ChannelError, FrameReader, FrameWriter};
 use crate::config::{JobLimits, OutputLimits};
@@ -146,9 +145,6 @@ pub struct Spawning {
     id: u64,
     /// Not registered with the reactor yet; shared only with [`ReadyProbe`]s.
     channel: Arc<UnixStream>,
-    /// The read end of the worker's start pipe.
-    started: OwnedFd,
-    output: JobOutput,
     /// The cgroup's OOM-kill count before this worker (cgroups are reused).
     oom_kills_before: u64,
     birth: Stillborn,
@@ -258,10 +254,6 @@ impl Worker {
         // The worker's pid comes with its `ready` (the zygote does not answer
         // a spawn: one wakeup less per job).
         attempt!(channel::pass_credentials(&ours));
-        let (stdout, stderr) = (attempt!(CapturePipe::new()), attempt!(CapturePipe::new()));
-        // Never polled: read only if the worker dies.
-        let (started, started_by_worker) =
-            attempt!(nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(std::io::Error::from));
         // The worker joins its cgroup first thing, before it confines itself
         // and long before any job reaches it.
         let cgroup_procs = match &birth.tree {
@@ -269,23 +261,15 @@ impl Worker {
             None => Vec::new(),
         };
         let oom_kills_before = birth.tree.as_ref().map_or(0, JobTree::oom_kills);
-        let cap = settings.limits.max_captured_output_bytes as usize;
-        let output = attempt!(JobOutput::start(stdout.read, stderr.read, cap));
-        let fds = WorkerFds {
-            control: theirs.into(),
-            stdout: stdout.write,
-            stderr: stderr.write,
-            started: started_by_worker,
-            cgroup_procs,
-        };
+        let fds = WorkerFds { control: theirs.into(), cgroup_procs };
         birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds, settings.rehearse_transform).await));
-        Ok(Spawning { id, channel: Arc::new(ours), started, output, oom_kills_before, birth })
+        Ok(Spawning { id, channel: Arc::new(ours), oom_kills_before, birth })
     }
 
     /// Waits until `spawning` is ready (it usually is already).
     pub async fn ready(spawning: Spawning, settings: &WorkerSettings<'_>) -> Result<Self, WorkerError> {
-        let Spawning { id, channel, started, output, oom_kills_before, mut birth } = spawning;
-        let (reader, writer, ready) = match Self::wait_ready(channel, &mut birth, settings).await {
+        let Spawning { id, channel, oom_kills_before, mut birth } = spawning;
+        let (reader, writer, Ready { ready, pipes }) = match Self::wait_ready(channel, &mut birth, settings).await {
             Ok(waited) => waited,
             Err(error) => {
                 birth.bury().await;
@@ -296,6 +280,14 @@ impl Worker {
             unreachable!("wait_ready checked that the worker has a tree and an end");
         };
         tracing::debug!(worker = id, confinement_us = ready.confinement_us, "worker handed a job");
+        let cap = settings.limits.max_captured_output_bytes as usize;
+        let output = match JobOutput::start(pipes.stdout, pipes.stderr, cap) {
+            Ok(output) => output,
+            Err(error) => {
+                release_when_killed(tree, uid).await;
+                return Err(error.into());
+            }
+        };
         Ok(Self {
             // Read now: the worker is idle until it reads its job.
             cpu_at_ready: tree.cpu_usage(),
@@ -305,7 +297,7 @@ impl Worker {
             uid,
             reader,
             writer,
-            started,
+            started: pipes.started,
             exit: end,
             output,
         })
@@ -317,7 +309,7 @@ impl Worker {
         channel: Arc<UnixStream>,
         birth: &mut Stillborn,
         settings: &WorkerSettings<'_>,
-    ) -> Result<(FrameReader, FrameWriter, WorkerReady), WorkerError> {
+    ) -> Result<(FrameReader, FrameWriter, Ready), WorkerError> {
         let (mut reader, writer) = open_channel(channel, settings)?;
         let first = tokio::time::timeout(READY_TIMEOUT, read_ready(&mut reader)).await;
         if let (Some(pid), Some(end)) = (reader.sender_pid().map(Pid::from_raw), &birth.end) {
@@ -631,7 +623,7 @@ struct Measured {
 }
 
 /// A worker's channel, registered: it may send frames up to a result's
-/// size, and no fds.
+/// size, and no fds but the three of its `ready`.
 fn open_channel(
     channel: Arc<UnixStream>,
     settings: &WorkerSettings<'_>,
@@ -640,16 +632,36 @@ fn open_channel(
     // now (on another thread), the channel is taken through a duplicate.
     let channel = Arc::try_unwrap(channel).or_else(|shared| shared.try_clone())?;
     let max_frame = settings.limits.max_result_json_bytes + RESULT_FRAME_SLACK_BYTES;
-    let (mut reader, writer) = channel::split(channel, max_frame as usize)?;
-    reader.refuse_fds();
-    Ok((reader, writer))
+    // Fds are refused once `ready` (which brings some) is read.
+    channel::split(channel, max_frame as usize)
 }
 
-/// A worker's first frame, which must be `ready` (`None`: the channel
-/// closed first).
-async fn read_ready(reader: &mut FrameReader) -> Result<Option<WorkerReady>, WorkerError> {
-    match reader.recv::<WorkerEvent>().await? {
-        Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }) => Ok(Some(ready)),
+/// A worker's `ready`, and the read ends of its pipes that come with it.
+struct Ready {
+    ready: WorkerReady,
+    pipes: WorkerPipes,
+}
+
+/// The read ends of a worker's stdout, stderr and start pipes (the start
+/// pipe is never polled: read only if the worker dies).
+struct WorkerPipes {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    started: OwnedFd,
+}
+
+/// A worker's first frame, which must be `ready` with the read ends of its
+/// pipes (`None`: the channel closed first). Sent before any job's code ran
+/// in the worker; from then on the channel refuses fds.
+async fn read_ready(reader: &mut FrameReader) -> Result<Option<Ready>, WorkerError> {
+    let event = reader.recv::<WorkerEvent>().await;
+    let fds = reader.take_all_fds();
+    reader.refuse_fds();
+    match event? {
+        Some(WorkerEvent { event: Some(worker_event::Event::Ready(ready)) }) => match <[OwnedFd; 3]>::try_from(fds) {
+            Ok([stdout, stderr, started]) => Ok(Some(Ready { ready, pipes: WorkerPipes { stdout, stderr, started } })),
+            Err(fds) => Err(WorkerError::NotReady { received: format!("`ready` with {} fds, not 3", fds.len()) }),
+        },
         Some(WorkerEvent { event: Some(worker_event::Event::ConfinementFailed(reason)) }) => {
             Err(WorkerError::Confinement(reason))
         }

@@ -55,13 +55,11 @@ pub enum ZygoteError {
     ShuttingDown,
 }
 
-/// What the zygote hands a new worker: the worker's ends of its channel,
-/// its output pipes and its start pipe, and its cgroup's `cgroup.procs` files.
+/// What the zygote hands a new worker: the worker's end of its channel and
+/// its cgroup's `cgroup.procs` files (its output and start pipes it makes
+/// itself, and hands their read ends over with its `ready`).
 pub struct WorkerFds {
     pub control: OwnedFd,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
-    pub started: OwnedFd,
     pub cgroup_procs: Vec<std::sync::Arc<std::fs::File>>,
 }
 
@@ -208,8 +206,8 @@ impl RunningZygote {
                         rehearse_transform: request.rehearse_transform,
                     };
                     let command = ZygoteCommand { command: Some(zygote_command::Command::Spawn(spawn)) };
-                    let WorkerFds { control, stdout, stderr, started, cgroup_procs } = &request.fds;
-                    let mut fds = vec![control.as_fd(), stdout.as_fd(), stderr.as_fd(), started.as_fd()];
+                    let WorkerFds { control, cgroup_procs } = &request.fds;
+                    let mut fds = vec![control.as_fd()];
                     fds.extend(cgroup_procs.iter().map(AsFd::as_fd));
                     if let Err(error) = self.writer.send(&command, &fds).await {
                         break Err(error.into());

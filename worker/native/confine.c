@@ -21,8 +21,8 @@
  *                                 zygote's root, pyclave_switch_root); private capped
  *                                 tmpfs for /tmp and /dev/shm, a /proc of its own
  * 4. rlimits                      core dumps, huge files, fd and process floods
- * 5. fds                          nothing inherited but stdin, stdout, stderr, the channel
- *                                 and the start pipe
+ * 5. fds                          nothing inherited but stdin and the channel; its own
+ *                                 stdout, stderr and start pipes
  * 6. unprivileged uid, user ns    no root, no capabilities, nothing to regain them with
  * 7. seccomp                      no syscalls outside the reviewed allowlist: the zygote
  *                                 installed it, widened by the syscalls of the steps
@@ -176,22 +176,54 @@ int pyclave_switch_root(const char *root, char *error, size_t error_size) {
     return 0;
 }
 
-/* Keeps 0, 1, 2 (stdout and stderr now the capture pipes), the channel and
-   the start pipe, which no exec'd program may inherit. Both arrived with
-   the Spawn, so both are above 2. */
-static int keep_only_job_fds(const struct pyclave_worker *worker, struct failure *failure) {
-    CHECK(dup2(worker->stdout_fd, 1), "stdout");
-    CHECK(dup2(worker->stderr_fd, 2), "stderr");
-    CHECK(fcntl(worker->channel_fd, F_SETFD, FD_CLOEXEC), "channel close-on-exec");
-    CHECK(fcntl(worker->started_fd, F_SETFD, FD_CLOEXEC), "start pipe close-on-exec");
-    int low = worker->channel_fd < worker->started_fd ? worker->channel_fd : worker->started_fd;
-    int high = worker->channel_fd < worker->started_fd ? worker->started_fd : worker->channel_fd;
-    if (low > 3)
-        CHECK(syscall(SYS_close_range, 3, low - 1, 0), "close inherited fds");
-    if (high > low + 1)
-        CHECK(syscall(SYS_close_range, low + 1, high - 1, 0), "close inherited fds");
-    CHECK(syscall(SYS_close_range, high + 1, ~0U, 0), "close inherited fds");
+/* The job's stdout and stderr pipes and its start pipe, made here rather
+   than in the supervisor (whose one thread every job shares): the write
+   ends become 1, 2 and `worker->started_fd`; the read ends, non-blocking
+   (the worker's writes block), go to the supervisor with `ready`. */
+static int make_job_pipes(struct pyclave_worker *worker, struct failure *failure) {
+    int output[2][2], started[2];
+    for (int stream = 0; stream < 2; stream++) {
+        CHECK(pipe2(output[stream], O_CLOEXEC), "output pipe");
+        CHECK(fcntl(output[stream][0], F_SETFL, O_NONBLOCK), "output pipe non-blocking");
+        CHECK(dup2(output[stream][1], 1 + stream), "stdout or stderr");
+        close(output[stream][1]);
+    }
+    CHECK(pipe2(started, O_CLOEXEC | O_NONBLOCK), "start pipe");
+    worker->started_fd = started[1];
+    worker->supervisor_fds[0] = output[0][0];
+    worker->supervisor_fds[1] = output[1][0];
+    worker->supervisor_fds[2] = started[0];
     return 0;
+}
+
+/* Keeps 0, 1, 2 and the `count` fds in `keep` (all above 2; sorted here). */
+static int close_all_but(int *keep, size_t count, struct failure *failure) {
+    for (size_t i = 1; i < count; i++)
+        for (size_t j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+            int swapped = keep[j];
+            keep[j] = keep[j - 1];
+            keep[j - 1] = swapped;
+        }
+    unsigned int next = 3;
+    for (size_t i = 0; i < count; i++) {
+        if ((unsigned int)keep[i] > next)
+            CHECK(syscall(SYS_close_range, next, keep[i] - 1, 0), "close inherited fds");
+        next = (unsigned int)keep[i] + 1;
+    }
+    CHECK(syscall(SYS_close_range, next, ~0U, 0), "close inherited fds");
+    return 0;
+}
+
+/* Keeps 0, 1, 2 (stdout and stderr now the job's pipes), the channel and
+   the start pipe, which no exec'd program may inherit, and the read ends
+   for the supervisor until `ready` takes them. */
+static int keep_only_job_fds(struct pyclave_worker *worker, struct failure *failure) {
+    if (make_job_pipes(worker, failure) == -1)
+        return -1;
+    CHECK(fcntl(worker->channel_fd, F_SETFD, FD_CLOEXEC), "channel close-on-exec");
+    int keep[2 + PYCLAVE_SUPERVISOR_FDS] = {worker->channel_fd, worker->started_fd};
+    memcpy(keep + 2, worker->supervisor_fds, sizeof worker->supervisor_fds);
+    return close_all_but(keep, sizeof keep / sizeof keep[0], failure);
 }
 
 /* Bounding set (every capability the kernel has: it answers EINVAL past the
@@ -244,7 +276,7 @@ static int drop_privileges(const struct pyclave_plan *plan, const struct pyclave
     return 0;
 }
 
-static int confine(const struct pyclave_plan *plan, const struct pyclave_worker *worker, struct failure *failure) {
+static int confine(const struct pyclave_plan *plan, struct pyclave_worker *worker, struct failure *failure) {
     CHECK(prctl(PR_SET_NAME, "pyclave-worker", 0, 0, 0), "process name");
     for (uint64_t i = 0; i < worker->cgroup_fd_count; i++) {
         /* "0" moves the writing process. */

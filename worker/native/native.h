@@ -60,19 +60,24 @@ struct pyclave_plan {
     struct mt19937_state *numpy_random_state; /* numpy's global generator, or NULL */
 };
 
+/* Pipes a worker makes for the supervisor: stdout, stderr, start. */
+#define PYCLAVE_SUPERVISOR_FDS 3
+
 /* This worker's own part. */
 struct pyclave_worker {
     uint32_t uid;
     uint32_t gid;
     int32_t channel_fd;
-    int32_t stdout_fd;
-    int32_t stderr_fd;
-    int32_t started_fd; /* the start pipe: one byte once the job reached the worker */
     const int32_t *cgroup_fds;
     uint64_t cgroup_fd_count;
     /* The network namespace to enter: no other live worker's. */
     int32_t network_namespace;
-    uint64_t confinement_us; /* set in the worker: how long its confinement took */
+    /* Set in the worker: */
+    uint64_t confinement_us; /* how long its confinement took */
+    int32_t started_fd;      /* the start pipe: one byte once the job reached the worker */
+    /* The read ends of its stdout, stderr and start pipes, for the supervisor
+       (they go with `ready`, and are closed here then). */
+    int32_t supervisor_fds[PYCLAVE_SUPERVISOR_FDS];
 };
 
 /* confine.c: in the zygote, returns the worker's pid, or -1 with
@@ -91,6 +96,7 @@ struct pyclave_spawned {
     int32_t started_fd;
     uint64_t confinement_us;
     uint32_t rehearse_transform; /* 0 or 1 */
+    int32_t supervisor_fds[PYCLAVE_SUPERVISOR_FDS];
 };
 /* In the zygote, once: the prepared root at `root` becomes its read-only "/". */
 int pyclave_switch_root(const char *root, char *error, size_t error_size);

@@ -23,9 +23,9 @@
  *
  * The protocol is pyclave.worker.v1 (proto/pyclave/v1/worker.proto):
  * `ZygoteCommand` frames in, `ZygoteEvent` frames out. A Spawn's fds (the
- * worker's channel, stdout, stderr, start pipe, then `cgroup_fds`
- * cgroup.procs files)
- * arrive as SCM_RIGHTS with the first byte of its frame. A successful spawn
+ * worker's channel, then `cgroup_fds` cgroup.procs files) arrive as
+ * SCM_RIGHTS with the first byte of its frame (the worker makes its own
+ * output and start pipes). A successful spawn
  * is not answered (the worker reports ready itself). Exits with status 0 (a
  * worker that reported its result, or was retired while idle) are held back
  * up to EXIT_HOLD_NS and sent together: they mostly hand a cgroup and a uid
@@ -57,7 +57,7 @@
 #define MAX_COMMAND_BYTES (64 * 1024)
 /* Fds a Spawn carries: channel, stdout, stderr, start pipe, then up to four
    cgroups. */
-#define FIXED_FDS_PER_SPAWN 4
+#define FIXED_FDS_PER_SPAWN 1
 #define MAX_FDS_PER_SPAWN 8
 #define MAX_QUEUED_FDS (4 * MAX_FDS_PER_SPAWN)
 #define MAX_ERROR_BYTES 512
@@ -517,12 +517,11 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         .uid = spawn->uid,
         .gid = spawn->gid,
         .channel_fd = fds[0],
-        .stdout_fd = fds[1],
-        .stderr_fd = fds[2],
-        .started_fd = fds[3],
         .cgroup_fds = fds + FIXED_FDS_PER_SPAWN,
         .cgroup_fd_count = spawn->cgroup_fds,
         .network_namespace = network.fd,
+        .started_fd = -1,
+        .supervisor_fds = {-1, -1, -1},
     };
     pid_t pid = pyclave_fork_worker(server->plan, &worker, server->error, server->error_size);
     if (pid == 0 || pid == -2) {
@@ -531,6 +530,7 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         sigprocmask(SIG_SETMASK, worker_mask, NULL);
         spawned->channel_fd = worker.channel_fd;
         spawned->started_fd = worker.started_fd;
+        memcpy(spawned->supervisor_fds, worker.supervisor_fds, sizeof worker.supervisor_fds);
         spawned->confinement_us = worker.confinement_us;
         spawned->rehearse_transform = spawn->rehearse_transform;
         return pid;

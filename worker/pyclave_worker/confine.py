@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from typing import NamedTuple
 
 from . import worker_pb2
 
@@ -96,7 +97,18 @@ class _Plan(ctypes.Structure):
 
 class _Spawned(ctypes.Structure):
     _fields_ = [("channel_fd", ctypes.c_int32), ("started_fd", ctypes.c_int32), ("confinement_us", ctypes.c_uint64),
-                ("rehearse_transform", ctypes.c_uint32)]
+                ("rehearse_transform", ctypes.c_uint32), ("supervisor_fds", ctypes.c_int32 * 3)]
+
+
+class Spawned(NamedTuple):
+    """What a new, confined worker goes on with (worker.run)."""
+
+    channel_fd: int
+    started_fd: int
+    # The read ends of its stdout, stderr and start pipes, for `ready`.
+    supervisor_fds: tuple[int, int, int]
+    confinement_us: int
+    rehearse_transform: bool
 
 
 class Prepared:
@@ -134,15 +146,14 @@ class Prepared:
         # Otherwise the worker reseeds numpy from Python.
         self.reseeds_numpy = bool(self._plan.numpy_random_state)
 
-    def serve(self, control_fd: int) -> tuple[int, int, int, bool] | None:
+    def serve(self, control_fd: int) -> Spawned | None:
         """Serves the supervisor's spawn commands in native code
         (worker/native/zygote.c): forks workers, each confined first thing,
         and reaps them.
 
         Returns None in the zygote once the supervisor has closed the channel
-        (raises ServingError if it cannot go on). Returns (channel fd, start
-        pipe fd, microseconds its confinement took, whether to rehearse a
-        transform) in each new, confined worker;
+        (raises ServingError if it cannot go on). Returns what it goes on
+        with in each new, confined worker;
         raises WorkerConfinementFailed in a worker that could not confine
         itself.
         """
@@ -153,7 +164,8 @@ class Prepared:
         if result == 1:
             return None
         if result == 0:
-            return spawned.channel_fd, spawned.started_fd, spawned.confinement_us, bool(spawned.rehearse_transform)
+            return Spawned(spawned.channel_fd, spawned.started_fd, tuple(spawned.supervisor_fds),
+                           spawned.confinement_us, bool(spawned.rehearse_transform))
         if result == -2:
             raise WorkerConfinementFailed(spawned.channel_fd, reason)
         raise ServingError(reason)

@@ -7,10 +7,11 @@ import os
 import random
 import socket
 import sys
+from collections.abc import Iterable
 
 import numpy
 
-from . import job, wire, worker_pb2
+from . import confine, job, wire, worker_pb2
 
 # The job frame holds the code and params, which the supervisor has capped.
 _MAX_JOB_FRAME_BYTES = 256 * 1024 * 1024
@@ -21,18 +22,22 @@ _REHEARSAL = worker_pb2.WorkerJob(
 ).SerializeToString()
 
 
-def run(channel_fd: int, started_fd: int, confinement_us: int, numpy_reseeded: bool,
-        rehearse_transform: bool) -> None:
+def run(spawned: confine.Spawned, numpy_reseeded: bool) -> None:
     """In the confined worker; never returns normally: the process exits
-    after its one job. Once the job has arrived, one byte into the start
-    pipe (`started_fd`, closed before the user's code runs) tells the
+    after its one job. `ready` hands the supervisor the read ends of the
+    worker's stdout, stderr and start pipes. Once the job has arrived, one
+    byte into the start pipe (closed before the user's code runs) tells the
     supervisor, should the worker die, that the job reached it."""
-    channel = socket.socket(fileno=channel_fd)
+    channel = socket.socket(fileno=spawned.channel_fd)
+    started_fd = spawned.started_fd
     _reseed(numpy_reseeded)
     rehearse()
-    if rehearse_transform:
+    if spawned.rehearse_transform:
         job.rehearse_transform()
-    _send(channel, worker_pb2.WorkerEvent(ready=worker_pb2.WorkerReady(confinement_us=confinement_us)))
+    ready = worker_pb2.WorkerReady(confinement_us=spawned.confinement_us)
+    _send(channel, worker_pb2.WorkerEvent(ready=ready), spawned.supervisor_fds)
+    for fd in spawned.supervisor_fds:
+        os.close(fd)
 
     reader = wire.FrameReader(channel, _MAX_JOB_FRAME_BYTES)
     frame = reader.read_frame()
@@ -78,5 +83,5 @@ def rehearse() -> None:
         _send(theirs, worker_pb2.WorkerEvent(result=result))
 
 
-def _send(channel: socket.socket, event: worker_pb2.WorkerEvent) -> None:
-    wire.send_frame(channel, event.SerializeToString())
+def _send(channel: socket.socket, event: worker_pb2.WorkerEvent, fds: Iterable[int] = ()) -> None:
+    wire.send_frame(channel, event.SerializeToString(), fds)

@@ -76,9 +76,8 @@ def main(control_fd: int) -> None:
         sys.exit(f"pyclave zygote: {error}")
     if spawned is None:
         return  # the supervisor is gone
-    channel_fd, started_fd, confinement_us, rehearse_transform = spawned
     try:
-        worker.run(channel_fd, started_fd, confinement_us, prepared.reseeds_numpy, rehearse_transform)
+        worker.run(spawned, prepared.reseeds_numpy)
     finally:
         os._exit(70)  # EX_SOFTWARE: worker.run never returns or raises
 
