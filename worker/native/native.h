@@ -98,6 +98,9 @@ struct pyclave_spawned {
     uint32_t rehearse_transform; /* 0 or 1 */
     int32_t supervisor_fds[PYCLAVE_SUPERVISOR_FDS];
 };
+/* confine.c, in a worker once it has rehearsed: `ready` on its channel,
+   with the read ends of its pipes (closed here then); 0, or -1 (errno). */
+int pyclave_report_ready(const struct pyclave_spawned *spawned);
 /* In the zygote, once: the prepared root at `root` becomes its read-only "/". */
 int pyclave_switch_root(const char *root, char *error, size_t error_size);
 int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_spawned *spawned, char *error,

@@ -14,7 +14,9 @@ code reads it.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 from . import worker_pb2
@@ -105,10 +107,10 @@ class Spawned(NamedTuple):
 
     channel_fd: int
     started_fd: int
-    # The read ends of its stdout, stderr and start pipes, for `ready`.
-    supervisor_fds: tuple[int, int, int]
-    confinement_us: int
     rehearse_transform: bool
+    # Sends `ready` with the read ends of the worker's stdout, stderr and
+    # start pipes (native: pyclave_report_ready), and closes them here.
+    report_ready: Callable[[], None]
 
 
 class Prepared:
@@ -124,6 +126,9 @@ class Prepared:
         self._serve.argtypes = [ctypes.POINTER(_Plan), ctypes.c_int, ctypes.POINTER(_Spawned), ctypes.c_char_p,
                                 ctypes.c_size_t]
         self._serve.restype = ctypes.c_int
+        self._report_ready_native = library.pyclave_report_ready
+        self._report_ready_native.argtypes = [ctypes.POINTER(_Spawned)]
+        self._report_ready_native.restype = ctypes.c_int
         self._error = ctypes.create_string_buffer(512)
         own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if plan.namespaces else -1
         # Everything the plan points to stays referenced here.
@@ -164,11 +169,16 @@ class Prepared:
         if result == 1:
             return None
         if result == 0:
-            return Spawned(spawned.channel_fd, spawned.started_fd, tuple(spawned.supervisor_fds),
-                           spawned.confinement_us, bool(spawned.rehearse_transform))
+            return Spawned(spawned.channel_fd, spawned.started_fd, bool(spawned.rehearse_transform),
+                           functools.partial(self._report_ready, spawned))
         if result == -2:
             raise WorkerConfinementFailed(spawned.channel_fd, reason)
         raise ServingError(reason)
+
+    def _report_ready(self, spawned: _Spawned) -> None:
+        if self._report_ready_native(spawned) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"report ready: {os.strerror(errno)}")
 
 
 def _numpy_random_state() -> int | None:

@@ -7,7 +7,6 @@ import os
 import random
 import socket
 import sys
-from collections.abc import Iterable
 
 import numpy
 
@@ -34,10 +33,7 @@ def run(spawned: confine.Spawned, numpy_reseeded: bool) -> None:
     rehearse()
     if spawned.rehearse_transform:
         job.rehearse_transform()
-    ready = worker_pb2.WorkerReady(confinement_us=spawned.confinement_us)
-    _send(channel, worker_pb2.WorkerEvent(ready=ready), spawned.supervisor_fds)
-    for fd in spawned.supervisor_fds:
-        os.close(fd)
+    spawned.report_ready()
 
     reader = wire.FrameReader(channel, _MAX_JOB_FRAME_BYTES)
     frame = reader.read_frame()
@@ -83,5 +79,5 @@ def rehearse() -> None:
         _send(theirs, worker_pb2.WorkerEvent(result=result))
 
 
-def _send(channel: socket.socket, event: worker_pb2.WorkerEvent, fds: Iterable[int] = ()) -> None:
-    wire.send_frame(channel, event.SerializeToString(), fds)
+def _send(channel: socket.socket, event: worker_pb2.WorkerEvent) -> None:
+    wire.send_frame(channel, event.SerializeToString())
