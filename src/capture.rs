@@ -3,7 +3,7 @@
 //! No task of its own: [`JobOutput::keep_reading`] is polled alongside the
 //! job's other events while it runs, reading whatever the pipes hold (past
 //! the cap the bytes are dropped), so a chatty job never blocks on a full
-//! pipe. [`JobOutput::snapshot`] gives what was written so far, bytes still
+//! pipe for long (the pipes are watched from [`UNWATCHED_START`] on). [`JobOutput::snapshot`] gives what was written so far, bytes still
 //! in the pipes included (for an answer sent before the job's processes are
 //! gone); [`JobOutput::finish`] reads to the end of both streams, i.e. until
 //! every writer is gone. Before its job a worker writes nothing, and once
@@ -30,9 +30,24 @@ enum Via {
     Kernel,
 }
 
+/// How long a job runs before its pipes are watched. A pipe holds 64 KiB:
+/// a job that writes less never waits on it, and most jobs are over by
+/// then; watching both pipes (registering them with the reactor, and
+/// deregistering them) costs four syscalls a job. A job that writes more
+/// within this time waits once, at most this long.
+const UNWATCHED_START: Duration = Duration::from_millis(5);
+
+/// A pipe's read end, registered with the reactor only once it is waited on.
+enum ReadEnd {
+    Unwatched(OwnedFd),
+    Watched(pipe::Receiver),
+    /// It could not be registered: read as ended.
+    Lost,
+}
+
 /// One captured stream.
 struct Capture {
-    receiver: pipe::Receiver,
+    read_end: ReadEnd,
     output: CapturedOutput,
     cap_bytes: usize,
     /// The end of the stream (or a read error) was seen.
@@ -40,17 +55,28 @@ struct Capture {
 }
 
 impl Capture {
-    fn start(read: OwnedFd, cap_bytes: usize) -> io::Result<Self> {
-        // Unchecked: see `JobOutput::start` (tokio's checks would cost three
-        // syscalls per pipe per worker).
-        let receiver = pipe::Receiver::from_owned_fd_unchecked(read)?;
-        Ok(Self { receiver, output: CapturedOutput::default(), cap_bytes, ended: false })
+    fn new(read: OwnedFd, cap_bytes: usize) -> Self {
+        Self { read_end: ReadEnd::Unwatched(read), output: CapturedOutput::default(), cap_bytes, ended: false }
     }
 
     /// Waits until the pipe has something (or is closed), then reads it.
     /// Cancel-safe: nothing is read before the wait is over.
     async fn read_when_readable(&mut self) {
-        if self.receiver.readable().await.is_err() {
+        if let ReadEnd::Unwatched(_) = self.read_end {
+            let ReadEnd::Unwatched(fd) = std::mem::replace(&mut self.read_end, ReadEnd::Lost) else {
+                unreachable!("matched above")
+            };
+            // Unchecked: see `JobOutput::start` (tokio's checks would cost
+            // three syscalls per pipe per worker).
+            if let Ok(receiver) = pipe::Receiver::from_owned_fd_unchecked(fd) {
+                self.read_end = ReadEnd::Watched(receiver);
+            }
+        }
+        let ReadEnd::Watched(receiver) = &self.read_end else {
+            self.ended = true;
+            return;
+        };
+        if receiver.readable().await.is_err() {
             self.ended = true;
             return;
         }
@@ -59,15 +85,20 @@ impl Capture {
 
     /// Reads what the pipe holds now.
     fn read_available(&mut self, via: Via) {
-        if self.ended {
+        let (read_end, output, cap_bytes) = (&self.read_end, &mut self.output, self.cap_bytes);
+        if self.ended || matches!(read_end, ReadEnd::Lost) {
+            self.ended = true;
             return;
         }
-        let (receiver, output, cap_bytes) = (&self.receiver, &mut self.output, self.cap_bytes);
         self.ended = crate::channel::with_read_scratch(|chunk| {
             loop {
-                let read = match via {
-                    Via::Reactor => receiver.try_read(chunk),
-                    Via::Kernel => nix::unistd::read(receiver, chunk).map_err(io::Error::from),
+                let read = match (read_end, via) {
+                    (ReadEnd::Watched(receiver), Via::Reactor) => receiver.try_read(chunk),
+                    (ReadEnd::Watched(receiver), Via::Kernel) => {
+                        nix::unistd::read(receiver, chunk).map_err(io::Error::from)
+                    }
+                    (ReadEnd::Unwatched(fd), _) => nix::unistd::read(fd, chunk).map_err(io::Error::from),
+                    (ReadEnd::Lost, _) => return true,
                 };
                 match read {
                     Ok(0) => return true,
@@ -96,13 +127,14 @@ impl JobOutput {
     /// Captures both read ends, keeping the first `cap_bytes` of each. They
     /// must be non-blocking read ends of pipes: those a worker hands over
     /// with its `ready`, made and set so before any job's code ran in it.
-    pub fn start(stdout: OwnedFd, stderr: OwnedFd, cap_bytes: usize) -> io::Result<Self> {
-        Ok(Self { stdout: Capture::start(stdout, cap_bytes)?, stderr: Capture::start(stderr, cap_bytes)? })
+    pub fn start(stdout: OwnedFd, stderr: OwnedFd, cap_bytes: usize) -> Self {
+        Self { stdout: Capture::new(stdout, cap_bytes), stderr: Capture::new(stderr, cap_bytes) }
     }
 
-    /// Reads both pipes as they fill; never resolves (once both streams have
-    /// ended it only waits). Cancel-safe.
+    /// Reads both pipes as they fill, from [`UNWATCHED_START`] on; never
+    /// resolves (once both streams have ended it only waits). Cancel-safe.
     pub async fn keep_reading(&mut self) -> Infallible {
+        tokio::time::sleep(UNWATCHED_START).await;
         loop {
             let Self { stdout, stderr } = self;
             tokio::select! {
@@ -158,7 +190,7 @@ mod tests {
 
     fn output(cap_bytes: usize) -> (JobOutput, std::fs::File, std::fs::File) {
         let ((stdout, stdout_write), (stderr, stderr_write)) = (pipe(), pipe());
-        let output = JobOutput::start(stdout, stderr, cap_bytes).expect("capture");
+        let output = JobOutput::start(stdout, stderr, cap_bytes);
         (output, stdout_write, stderr_write)
     }
 

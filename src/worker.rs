@@ -281,13 +281,7 @@ impl Worker {
         };
         tracing::debug!(worker = id, confinement_us = ready.confinement_us, "worker handed a job");
         let cap = settings.limits.max_captured_output_bytes as usize;
-        let output = match JobOutput::start(pipes.stdout, pipes.stderr, cap) {
-            Ok(output) => output,
-            Err(error) => {
-                release_when_killed(tree, uid).await;
-                return Err(error.into());
-            }
-        };
+        let output = JobOutput::start(pipes.stdout, pipes.stderr, cap);
         Ok(Self {
             // Read now: the worker is idle until it reads its job.
             cpu_at_ready: tree.cpu_usage(),
