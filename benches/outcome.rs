@@ -33,6 +33,7 @@ fn ok_evidence() -> Evidence {
     Evidence {
         ending: Ending::Reported(JobResult {
             result: Some(job_result::Result::Ok(JobOk { wrote_table: true, json: r#"{"rows": 1000}"#.into() })),
+            process_cpu_us: 0,
         }),
         exit: None,
         oom_kills: 0,

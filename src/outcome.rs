@@ -31,7 +31,7 @@ impl Ending {
             self,
             Self::WallTimeout
                 | Self::CpuTimeout
-                | Self::Reported(JobResult { result: Some(job_result::Result::Ok(_)) })
+                | Self::Reported(JobResult { result: Some(job_result::Result::Ok(_)), .. })
         )
     }
 }
@@ -57,22 +57,22 @@ pub fn classify(evidence: Evidence) -> Kind {
     match ending {
         Ending::WallTimeout => timeout(Clock::Wall, limits.wall_timeout.as_millis()),
         Ending::CpuTimeout => timeout(Clock::Cpu, limits.cpu_timeout.as_millis()),
-        Ending::Reported(JobResult { result: Some(job_result::Result::Ok(ok)) }) => {
+        Ending::Reported(JobResult { result: Some(job_result::Result::Ok(ok)), .. }) => {
             Kind::Ok(api::Ok { has_table: ok.wrote_table, json: ok.json })
         }
         // A process of the job was OOM-killed and the job failed: the
         // memory limit is the cause, whatever error it surfaced as.
         _ if oom_kills > 0 => out_of_memory(),
-        Ending::Reported(JobResult { result: Some(job_result::Result::Error(error)) }) => {
+        Ending::Reported(JobResult { result: Some(job_result::Result::Error(error)), .. }) => {
             Kind::UserError(api::UserError { r#type: error.r#type, message: error.message, traceback: error.traceback })
         }
-        Ending::Reported(JobResult { result: Some(job_result::Result::BadInput(reason)) }) => {
+        Ending::Reported(JobResult { result: Some(job_result::Result::BadInput(reason)), .. }) => {
             Kind::Rejected(api::Rejected {
                 code: api::rejected::Code::BadInputTable.into(),
                 reason: format!("the input table is not a readable Arrow IPC file: {reason}"),
             })
         }
-        Ending::Reported(JobResult { result: None }) => output_rejected("the worker sent an empty result".into()),
+        Ending::Reported(JobResult { result: None, .. }) => output_rejected("the worker sent an empty result".into()),
         Ending::Malformed(reason) => output_rejected(format!("the worker broke the protocol: {reason}")),
         // Seccomp refused a syscall: that is how it ended, even if the
         // process was finished off by our SIGKILL.
@@ -133,7 +133,7 @@ mod tests {
     }
 
     fn reported(result: job_result::Result) -> Ending {
-        Ending::Reported(JobResult { result: Some(result) })
+        Ending::Reported(JobResult { result: Some(result), process_cpu_us: 0 })
     }
 
     #[test]
@@ -193,7 +193,7 @@ mod tests {
                 reported(job_result::Result::Ok(JobOk { wrote_table: false, json: "1".into() })),
                 reported(job_result::Result::Error(error.clone())),
                 reported(job_result::Result::BadInput("x".into())),
-                Ending::Reported(JobResult { result: None }),
+                Ending::Reported(JobResult { result: None, process_cpu_us: 0 }),
                 Ending::Malformed("x".into()),
                 Ending::Died,
                 Ending::WallTimeout,

@@ -124,6 +124,8 @@ pub struct Worker {
     /// The CPU time when the worker was ready, idle and confined: a job's
     /// CPU time counts from here.
     cpu_at_ready: Duration,
+    /// The worker's own CPU time then, as it reported it with `ready`.
+    process_cpu_at_ready: Duration,
     /// Whether the worker's exit means its job's processes are all gone.
     exit_ends_job: bool,
     /// The worker's uid is its own until every process of it is gone.
@@ -285,6 +287,7 @@ impl Worker {
         Ok(Self {
             // Read now: the worker is idle until it reads its job.
             cpu_at_ready: tree.cpu_usage(),
+            process_cpu_at_ready: Duration::from_micros(ready.process_cpu_us),
             tree,
             oom_kills_before,
             exit_ends_job: settings.pid_namespaces,
@@ -328,9 +331,19 @@ impl Worker {
     }
 
     /// What the job used; its OOM kills only if they can change its outcome.
+    /// Its CPU time is the cgroup's (the job's every process), which lacks a
+    /// still-running process's last slice (up to a tick), or what the
+    /// worker reports of its own, whichever is more: self-reported after the
+    /// user's code, that figure can raise the job's CPU time, never lower it.
     fn measure(&self, cpu_baseline: Duration, ending: &Ending) -> Measured {
+        let reported = match ending {
+            Ending::Reported(result) => {
+                Duration::from_micros(result.process_cpu_us).saturating_sub(self.process_cpu_at_ready)
+            }
+            _ => Duration::ZERO,
+        };
         Measured {
-            cpu_time: self.tree.cpu_usage().saturating_sub(cpu_baseline),
+            cpu_time: self.tree.cpu_usage().saturating_sub(cpu_baseline).max(reported),
             peak_memory_bytes: self.tree.peak_memory_bytes(),
             oom_kills: if ending.may_be_out_of_memory() {
                 self.tree.oom_kills().saturating_sub(self.oom_kills_before)

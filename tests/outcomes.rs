@@ -243,3 +243,41 @@ async fn bad_requests_are_rejected_with_a_reason() {
     );
     supervisor.assert_healthy().await;
 }
+
+#[tokio::test]
+async fn a_short_job_s_cpu_time_is_counted_and_a_job_cannot_lower_its_own() {
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 2\n");
+    let mut client = supervisor.client().await;
+    // At least what the job measured of itself: the cgroup's counter alone
+    // lacks the last slice of a process still running when the result
+    // arrives (sub-millisecond jobs read 0 in a release build).
+    let spin = r#"
+import time
+def main():
+    start = time.process_time_ns()
+    while time.process_time_ns() - start < 2_000_000:
+        pass
+    return (time.process_time_ns() - start) // 1000
+"#;
+    for _ in 0..10 {
+        let reply = client.run(exec(spin), None).await.expect("run");
+        let measured: u64 = ok_json(&reply).parse().expect("microseconds");
+        let usage = reply.outcome.usage.expect("usage");
+        assert!(usage.cpu_time_us >= measured, "the job measured {measured} us of itself: {usage:?}");
+    }
+    // A job that makes the worker report no CPU time still has the cgroup's.
+    let forging = r#"
+import time
+def main():
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    time.process_time_ns = lambda: 0
+    return 1
+"#;
+    let reply = client.run(exec(forging), None).await.expect("run");
+    assert_eq!(ok_json(&reply), "1");
+    let usage = reply.outcome.usage.expect("usage");
+    assert!(usage.cpu_time_us >= 250_000, "{usage:?}");
+    supervisor.assert_healthy().await;
+}

@@ -393,11 +393,11 @@ pid_t pyclave_fork_worker(const struct pyclave_plan *plan, struct pyclave_worker
 }
 
 /* pyclave.worker.v1 field numbers this file writes. */
-enum { WORKER_EVENT_READY = 1, WORKER_READY_CONFINEMENT_US = 1 };
+enum { WORKER_EVENT_READY = 1, WORKER_READY_CONFINEMENT_US = 1, WORKER_READY_PROCESS_CPU_US = 2 };
 
 /*
  * In a worker once it has rehearsed: sends `WorkerEvent { ready {
- * confinement_us } }` on its channel with the read ends of its pipes
+ * confinement_us, process_cpu_us } }` on its channel with the read ends of its pipes
  * (SCM_RIGHTS, with the frame's first byte), then closes them here. Native
  * rather than Python: the dozen objects Python allocated for it (the
  * ancillary data, an array, a control buffer) each landed on a page shared
@@ -405,13 +405,22 @@ enum { WORKER_EVENT_READY = 1, WORKER_READY_CONFINEMENT_US = 1 };
  * (errno).
  */
 int pyclave_report_ready(const struct pyclave_spawned *spawned) {
-    uint8_t frame[PYCLAVE_FRAME_HEADER_BYTES + 3 + PYCLAVE_VARINT_MAX_BYTES];
+    struct timespec cpu;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu) == -1)
+        return -1;
+    uint64_t process_cpu_us = (uint64_t)cpu.tv_sec * 1000000 + (uint64_t)cpu.tv_nsec / 1000;
+    uint8_t ready[2 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
+    size_t ready_length = 0;
+    ready[ready_length++] = (uint8_t)(WORKER_READY_CONFINEMENT_US << 3 | PYCLAVE_WIRE_VARINT);
+    ready_length += pyclave_put_varint(ready + ready_length, spawned->confinement_us);
+    ready[ready_length++] = (uint8_t)(WORKER_READY_PROCESS_CPU_US << 3 | PYCLAVE_WIRE_VARINT);
+    ready_length += pyclave_put_varint(ready + ready_length, process_cpu_us);
+    uint8_t frame[PYCLAVE_FRAME_HEADER_BYTES + 2 + sizeof ready];
     size_t length = PYCLAVE_FRAME_HEADER_BYTES;
     frame[length++] = (uint8_t)(WORKER_EVENT_READY << 3 | PYCLAVE_WIRE_LENGTH_DELIMITED);
-    size_t ready_length = 1 + pyclave_put_varint(frame + length + 2, spawned->confinement_us);
-    frame[length++] = (uint8_t)ready_length;
-    frame[length++] = (uint8_t)(WORKER_READY_CONFINEMENT_US << 3 | PYCLAVE_WIRE_VARINT);
-    length += ready_length - 1;
+    frame[length++] = (uint8_t)ready_length; /* < 128: one varint byte */
+    memcpy(frame + length, ready, ready_length);
+    length += ready_length;
     pyclave_put_frame_header(frame, (uint32_t)(length - PYCLAVE_FRAME_HEADER_BYTES));
 
     union {

@@ -7,6 +7,7 @@ import os
 import random
 import socket
 import sys
+import time
 
 import numpy
 
@@ -47,7 +48,7 @@ def run(spawned: confine.Spawned, numpy_reseeded: bool) -> None:
     result = job.execute(request, input_fd, output_fd)
     sys.stdout.flush()
     sys.stderr.flush()
-    _send(channel, worker_pb2.WorkerEvent(result=result))
+    _send_result(channel, result)
     os._exit(0)
 
 
@@ -76,7 +77,13 @@ def rehearse() -> None:
         wire.send_frame(theirs, _REHEARSAL)
         request = worker_pb2.WorkerJob.FromString(wire.FrameReader(ours, _MAX_JOB_FRAME_BYTES).read_frame())
         result = job.execute(request, None, None)
-        _send(theirs, worker_pb2.WorkerEvent(result=result))
+        _send_result(theirs, result)
+
+
+def _send_result(channel: socket.socket, result: worker_pb2.JobResult) -> None:
+    """The result, with the worker's own CPU time so far."""
+    result.process_cpu_us = time.process_time_ns() // 1000
+    _send(channel, worker_pb2.WorkerEvent(result=result))
 
 
 def _send(channel: socket.socket, event: worker_pb2.WorkerEvent) -> None:
