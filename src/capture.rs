@@ -37,6 +37,9 @@ enum Via {
 /// within this time waits once, at most this long.
 const UNWATCHED_START: Duration = Duration::from_millis(5);
 
+/// Chunks (of `channel::with_read_scratch`'s 64 KiB) one read takes at most.
+const MAX_CHUNKS_PER_READ: usize = 16;
+
 /// A pipe's read end, registered with the reactor only once it is waited on.
 enum ReadEnd {
     Unwatched(OwnedFd),
@@ -83,7 +86,9 @@ impl Capture {
         self.read_available(Via::Reactor);
     }
 
-    /// Reads what the pipe holds now.
+    /// Reads what the pipe holds now, at most [`MAX_CHUNKS_PER_READ`] chunks:
+    /// processes writing without pause must not hold the supervisor's one
+    /// thread (past that, the rest waits for the next read).
     fn read_available(&mut self, via: Via) {
         let (read_end, output, cap_bytes) = (&self.read_end, &mut self.output, self.cap_bytes);
         if self.ended || matches!(read_end, ReadEnd::Lost) {
@@ -91,7 +96,7 @@ impl Capture {
             return;
         }
         self.ended = crate::channel::with_read_scratch(|chunk| {
-            loop {
+            for _ in 0..MAX_CHUNKS_PER_READ {
                 let read = match (read_end, via) {
                     (ReadEnd::Watched(receiver), Via::Reactor) => receiver.try_read(chunk),
                     (ReadEnd::Watched(receiver), Via::Kernel) => {
@@ -113,6 +118,7 @@ impl Capture {
                     Err(_) => return true,
                 }
             }
+            false
         });
     }
 }

@@ -334,12 +334,13 @@ impl Worker {
     /// Its CPU time is the cgroup's (the job's every process), which lacks a
     /// still-running process's last slice (up to a tick), or what the
     /// worker reports of its own, whichever is more: self-reported after the
-    /// user's code, that figure can raise the job's CPU time, never lower it.
-    fn measure(&self, cpu_baseline: Duration, ending: &Ending) -> Measured {
+    /// user's code, that figure can raise the job's CPU time (to no more
+    /// than `wall_time` on every core), never lower it.
+    fn measure(&self, cpu_baseline: Duration, ending: &Ending, wall_time: Duration, cores: u32) -> Measured {
         let reported = match ending {
-            Ending::Reported(result) => {
-                Duration::from_micros(result.process_cpu_us).saturating_sub(self.process_cpu_at_ready)
-            }
+            Ending::Reported(result) => Duration::from_micros(result.process_cpu_us)
+                .saturating_sub(self.process_cpu_at_ready)
+                .min(wall_time * cores.max(1)),
             _ => Duration::ZERO,
         };
         Measured {
@@ -449,7 +450,8 @@ impl Worker {
         };
         // Measured once the ending is known, before anything is killed:
         // without a cgroup the worker process is all there is to read.
-        let Measured { cpu_time, peak_memory_bytes, oom_kills } = self.measure(cpu_baseline, &ending);
+        let Measured { cpu_time, peak_memory_bytes, oom_kills } =
+            self.measure(cpu_baseline, &ending, dispatched_at.elapsed(), settings.cores);
 
         if let Ending::Reported(result) = &ending {
             // Nothing more can come from this job that its outcome needs:

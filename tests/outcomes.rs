@@ -245,7 +245,7 @@ async fn bad_requests_are_rejected_with_a_reason() {
 }
 
 #[tokio::test]
-async fn a_short_job_s_cpu_time_is_counted_and_a_job_cannot_lower_its_own() {
+async fn a_short_job_s_cpu_time_is_counted_and_a_job_cannot_lower_or_inflate_it() {
     let mut supervisor = Supervisor::start("[pool]\nworkers = 2\n");
     let mut client = supervisor.client().await;
     // At least what the job measured of itself: the cgroup's counter alone
@@ -279,5 +279,12 @@ def main():
     assert_eq!(ok_json(&reply), "1");
     let usage = reply.outcome.usage.expect("usage");
     assert!(usage.cpu_time_us >= 250_000, "{usage:?}");
+    // Nor inflate it past its wall time on every core.
+    let inflating = "import time\ndef main():\n    time.process_time_ns = lambda: 10**18\n    return 1\n";
+    let reply = client.run(exec(inflating), None).await.expect("run");
+    assert_eq!(ok_json(&reply), "1");
+    let usage = reply.outcome.usage.expect("usage");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    assert!(usage.cpu_time_us <= usage.wall_time_us * cores, "{usage:?}");
     supervisor.assert_healthy().await;
 }

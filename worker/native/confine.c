@@ -132,7 +132,7 @@ static int make_tmp_entry(const struct pyclave_tmp_entry *entry) {
         errno = EINVAL;
         return -1;
     }
-    /* The staged path is a read-only bind: its copy is read-only too. */
+    /* The zygote's path is a read-only bind: its copy is read-only too. */
     return mount(entry->source, entry->target, NULL, MS_BIND | MS_REC, NULL);
 }
 
@@ -200,6 +200,12 @@ static int make_job_pipes(struct pyclave_worker *worker, struct failure *failure
 
 /* Keeps 0, 1, 2 and the `count` fds in `keep` (all above 2; sorted here). */
 static int close_all_but(int *keep, size_t count, struct failure *failure) {
+    for (size_t i = 0; i < count; i++)
+        if (keep[i] <= 2) {
+            /* The zygote keeps 0, 1 and 2 open: new fds are never below 3. */
+            errno = EBADF;
+            return fail(failure, "an fd to keep below 3");
+        }
     for (size_t i = 1; i < count; i++)
         for (size_t j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
             int swapped = keep[j];

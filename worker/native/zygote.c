@@ -55,8 +55,7 @@
 
 /* The zygote.py limit on a command frame. */
 #define MAX_COMMAND_BYTES (64 * 1024)
-/* Fds a Spawn carries: channel, stdout, stderr, start pipe, then up to four
-   cgroups. */
+/* Fds a Spawn carries: the worker's channel, then its cgroups' procs files. */
 #define FIXED_FDS_PER_SPAWN 1
 #define MAX_FDS_PER_SPAWN 8
 #define MAX_QUEUED_FDS (4 * MAX_FDS_PER_SPAWN)
