@@ -3,8 +3,9 @@
 //! No task of its own: [`JobOutput::keep_reading`] is polled alongside the
 //! job's other events while it runs, reading whatever the pipes hold (past
 //! the cap the bytes are dropped), so a chatty job never blocks on a full
-//! pipe for long (the pipes are watched from [`UNWATCHED_START`] on). [`JobOutput::snapshot`] gives what was written so far, bytes still
-//! in the pipes included (for an answer sent before the job's processes are
+//! pipe for long (the pipes are watched from [`UNWATCHED_START`] on).
+//! [`JobOutput::snapshot`] gives what was written so far, bytes still in
+//! the pipes included (for an answer sent before the job's processes are
 //! gone); [`JobOutput::finish`] reads to the end of both streams, i.e. until
 //! every writer is gone. Before its job a worker writes nothing, and once
 //! the job is answered its output is no longer read: the pipes are closed
@@ -65,16 +66,14 @@ impl Capture {
     /// Waits until the pipe has something (or is closed), then reads it.
     /// Cancel-safe: nothing is read before the wait is over.
     async fn read_when_readable(&mut self) {
-        if let ReadEnd::Unwatched(_) = self.read_end {
-            let ReadEnd::Unwatched(fd) = std::mem::replace(&mut self.read_end, ReadEnd::Lost) else {
-                unreachable!("matched above")
-            };
+        self.read_end = match std::mem::replace(&mut self.read_end, ReadEnd::Lost) {
             // Unchecked: see `JobOutput::start` (tokio's checks would cost
             // three syscalls per pipe per worker).
-            if let Ok(receiver) = pipe::Receiver::from_owned_fd_unchecked(fd) {
-                self.read_end = ReadEnd::Watched(receiver);
+            ReadEnd::Unwatched(fd) => {
+                pipe::Receiver::from_owned_fd_unchecked(fd).map_or(ReadEnd::Lost, ReadEnd::Watched)
             }
-        }
+            watched_or_lost => watched_or_lost,
+        };
         let ReadEnd::Watched(receiver) = &self.read_end else {
             self.ended = true;
             return;
@@ -90,11 +89,10 @@ impl Capture {
     /// processes writing without pause must not hold the supervisor's one
     /// thread (past that, the rest waits for the next read).
     fn read_available(&mut self, via: Via) {
-        let (read_end, output, cap_bytes) = (&self.read_end, &mut self.output, self.cap_bytes);
-        if self.ended || matches!(read_end, ReadEnd::Lost) {
-            self.ended = true;
+        if self.ended {
             return;
         }
+        let (read_end, output, cap_bytes) = (&self.read_end, &mut self.output, self.cap_bytes);
         self.ended = crate::channel::with_read_scratch(|chunk| {
             for _ in 0..MAX_CHUNKS_PER_READ {
                 let read = match (read_end, via) {
@@ -142,12 +140,7 @@ impl JobOutput {
     pub async fn keep_reading(&mut self) -> Infallible {
         tokio::time::sleep(UNWATCHED_START).await;
         loop {
-            let Self { stdout, stderr } = self;
-            tokio::select! {
-                () = stdout.read_when_readable(), if !stdout.ended => {}
-                () = stderr.read_when_readable(), if !stderr.ended => {}
-                else => return std::future::pending().await,
-            }
+            self.read_either().await;
         }
     }
 
@@ -164,15 +157,22 @@ impl JobOutput {
     pub async fn finish(mut self, timeout: Duration) -> (CapturedOutput, CapturedOutput) {
         let both_ended = async {
             while !(self.stdout.ended && self.stderr.ended) {
-                let Self { stdout, stderr } = &mut self;
-                tokio::select! {
-                    () = stdout.read_when_readable(), if !stdout.ended => {}
-                    () = stderr.read_when_readable(), if !stderr.ended => {}
-                }
+                self.read_either().await;
             }
         };
         let _ = tokio::time::timeout(timeout, both_ended).await;
         self.snapshot()
+    }
+
+    /// Waits until a stream that has not ended has something, and reads it;
+    /// never resolves once both have ended. Cancel-safe.
+    async fn read_either(&mut self) {
+        let Self { stdout, stderr } = self;
+        tokio::select! {
+            () = stdout.read_when_readable(), if !stdout.ended => {}
+            () = stderr.read_when_readable(), if !stderr.ended => {}
+            else => std::future::pending().await,
+        }
     }
 }
 

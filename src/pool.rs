@@ -90,8 +90,8 @@ impl IdleWorkers {
     /// that has reported ready, whose memory is the likeliest to be still in
     /// the CPU's caches (a paced job on a warm pool spends most of its time
     /// in cache misses; README, Benchmarks). Under load (caches are shared
-    /// with other jobs anyway), the oldest that has: the newest were mostly
-    /// just forked, and asking each of them first costs a syscall apiece.
+    /// with other jobs anyway), the oldest that has: workers get ready in the
+    /// order they were forked, so the first asked is usually the one.
     /// Failing either, the oldest, the likeliest to be ready soonest. Offers
     /// of workers that have gone are dropped; cancel-safe.
     async fn take(&mut self, incoming: &mut mpsc::UnboundedReceiver<Offer>, under_load: bool) -> Offer {
@@ -503,7 +503,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn alone_takes_the_newest_ready_worker_under_load_the_oldest_else_the_oldest() {
+    async fn takes_the_newest_ready_worker_alone_the_oldest_ready_under_load_else_the_oldest() {
         assert_eq!(order_taken(false).await, [2, 0, 1, 3], "alone: newest ready first");
         assert_eq!(order_taken(true).await, [0, 2, 1, 3], "under load: oldest ready first");
     }

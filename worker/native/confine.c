@@ -416,17 +416,11 @@ int pyclave_report_ready(const struct pyclave_spawned *spawned) {
         return -1;
     uint64_t process_cpu_us = (uint64_t)cpu.tv_sec * 1000000 + (uint64_t)cpu.tv_nsec / 1000;
     uint8_t ready[2 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
-    size_t ready_length = 0;
-    ready[ready_length++] = (uint8_t)(WORKER_READY_CONFINEMENT_US << 3 | PYCLAVE_WIRE_VARINT);
-    ready_length += pyclave_put_varint(ready + ready_length, spawned->confinement_us);
-    ready[ready_length++] = (uint8_t)(WORKER_READY_PROCESS_CPU_US << 3 | PYCLAVE_WIRE_VARINT);
-    ready_length += pyclave_put_varint(ready + ready_length, process_cpu_us);
-    uint8_t frame[PYCLAVE_FRAME_HEADER_BYTES + 2 + sizeof ready];
+    size_t ready_length = pyclave_put_varint_field(ready, WORKER_READY_CONFINEMENT_US, spawned->confinement_us);
+    ready_length += pyclave_put_varint_field(ready + ready_length, WORKER_READY_PROCESS_CPU_US, process_cpu_us);
+    uint8_t frame[PYCLAVE_FRAME_HEADER_BYTES + 1 + PYCLAVE_VARINT_MAX_BYTES + sizeof ready];
     size_t length = PYCLAVE_FRAME_HEADER_BYTES;
-    frame[length++] = (uint8_t)(WORKER_EVENT_READY << 3 | PYCLAVE_WIRE_LENGTH_DELIMITED);
-    frame[length++] = (uint8_t)ready_length; /* < 128: one varint byte */
-    memcpy(frame + length, ready, ready_length);
-    length += ready_length;
+    length += pyclave_put_bytes_field(frame + length, WORKER_EVENT_READY, ready, ready_length);
     pyclave_put_frame_header(frame, (uint32_t)(length - PYCLAVE_FRAME_HEADER_BYTES));
 
     union {

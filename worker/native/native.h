@@ -139,6 +139,11 @@ size_t pyclave_put_varint(uint8_t *out, uint64_t value);
 int pyclave_read_varint(const uint8_t **at, const uint8_t *end, uint64_t *value);
 /* Skips a field's value of `wire_type` in [*at, end); -1 if malformed. */
 int pyclave_skip_field(const uint8_t **at, const uint8_t *end, uint32_t wire_type);
+/* Writes field `field` as a varint at `out`; returns the bytes written. */
+size_t pyclave_put_varint_field(uint8_t *out, uint32_t field, uint64_t value);
+/* Writes field `field` as `length` bytes (a string or a message) at `out`;
+   returns the bytes written (at most 1 + PYCLAVE_VARINT_MAX_BYTES + length). */
+size_t pyclave_put_bytes_field(uint8_t *out, uint32_t field, const uint8_t *bytes, size_t length);
 /* Writes the frame header for a `length`-byte message at `out`. */
 void pyclave_put_frame_header(uint8_t *out, uint32_t length);
 

@@ -3,6 +3,8 @@
  * its events and read the zygote's commands (pyclave.worker.v1), without a
  * protobuf library in the worker. Async-signal-safe: sigsys.c uses them.
  */
+#include <string.h>
+
 #include "native.h"
 
 size_t pyclave_put_varint(uint8_t *out, uint64_t value) {
@@ -50,6 +52,18 @@ int pyclave_skip_field(const uint8_t **at, const uint8_t *end, uint32_t wire_typ
         return -1;
     *at += length;
     return 0;
+}
+
+size_t pyclave_put_varint_field(uint8_t *out, uint32_t field, uint64_t value) {
+    out[0] = (uint8_t)(field << 3 | PYCLAVE_WIRE_VARINT);
+    return 1 + pyclave_put_varint(out + 1, value);
+}
+
+size_t pyclave_put_bytes_field(uint8_t *out, uint32_t field, const uint8_t *bytes, size_t length) {
+    out[0] = (uint8_t)(field << 3 | PYCLAVE_WIRE_LENGTH_DELIMITED);
+    size_t written = 1 + pyclave_put_varint(out + 1, length);
+    memcpy(out + written, bytes, length);
+    return written + length;
 }
 
 void pyclave_put_frame_header(uint8_t *out, uint32_t length) {

@@ -21,16 +21,12 @@ static int report_fd = -1;
 
 static void on_sigsys(int signo, siginfo_t *info, void *context) {
     (void)context;
-    uint8_t number[PYCLAVE_VARINT_MAX_BYTES];
-    size_t number_len = pyclave_put_varint(number, (uint32_t)info->si_syscall);
-
-    uint8_t frame[PYCLAVE_FRAME_HEADER_BYTES + 2 + 1 + PYCLAVE_VARINT_MAX_BYTES];
+    /* WorkerEvent field 4: BlockedSyscall, whose field 1 is the number. */
+    uint8_t blocked[1 + PYCLAVE_VARINT_MAX_BYTES];
+    size_t blocked_len = pyclave_put_varint_field(blocked, 1, (uint32_t)info->si_syscall);
+    uint8_t frame[PYCLAVE_FRAME_HEADER_BYTES + 1 + PYCLAVE_VARINT_MAX_BYTES + sizeof blocked];
     size_t len = PYCLAVE_FRAME_HEADER_BYTES;
-    frame[len++] = 0x22;                           /* WorkerEvent field 4, length-delimited */
-    frame[len++] = (uint8_t)(1 + number_len);      /* BlockedSyscall length */
-    frame[len++] = 0x08;                           /* BlockedSyscall field 1, varint */
-    memcpy(frame + len, number, number_len);
-    len += number_len;
+    len += pyclave_put_bytes_field(frame + len, 4, blocked, blocked_len);
     pyclave_put_frame_header(frame, (uint32_t)(len - PYCLAVE_FRAME_HEADER_BYTES));
     if (report_fd >= 0) {
         ssize_t written = write(report_fd, frame, len);

@@ -191,10 +191,7 @@ static int send_event(struct server *server, uint32_t event_field, const uint8_t
         clock_gettime(CLOCK_MONOTONIC, &outbox->held_since);
     uint8_t *frame = outbox->bytes + outbox->length;
     size_t length = PYCLAVE_FRAME_HEADER_BYTES;
-    frame[length++] = (uint8_t)(event_field << 3 | PYCLAVE_WIRE_LENGTH_DELIMITED);
-    length += pyclave_put_varint(frame + length, body_length);
-    memcpy(frame + length, body, body_length);
-    length += body_length;
+    length += pyclave_put_bytes_field(frame + length, event_field, body, body_length);
     pyclave_put_frame_header(frame, (uint32_t)(length - PYCLAVE_FRAME_HEADER_BYTES));
     outbox->length += length;
     return hold ? 0 : flush_events(server);
@@ -214,28 +211,20 @@ static const struct timespec *hold_left(const struct server *server, struct time
     return left;
 }
 
-static size_t put_varint_field(uint8_t *out, uint32_t field, uint64_t value) {
-    out[0] = (uint8_t)(field << 3 | PYCLAVE_WIRE_VARINT);
-    return 1 + pyclave_put_varint(out + 1, value);
-}
-
 static int send_spawn_failed(struct server *server, uint64_t worker_id, const char *reason) {
     uint8_t body[1 + PYCLAVE_VARINT_MAX_BYTES + 1 + PYCLAVE_VARINT_MAX_BYTES + MAX_ERROR_BYTES];
     size_t reason_length = strnlen(reason, MAX_ERROR_BYTES);
-    size_t length = put_varint_field(body, SPAWN_FAILED_WORKER_ID, worker_id);
-    body[length++] = (uint8_t)(SPAWN_FAILED_ERROR << 3 | PYCLAVE_WIRE_LENGTH_DELIMITED);
-    length += pyclave_put_varint(body + length, reason_length);
-    memcpy(body + length, reason, reason_length);
-    length += reason_length;
+    size_t length = pyclave_put_varint_field(body, SPAWN_FAILED_WORKER_ID, worker_id);
+    length += pyclave_put_bytes_field(body + length, SPAWN_FAILED_ERROR, (const uint8_t *)reason, reason_length);
     return send_event(server, EVENT_SPAWN_FAILED, body, length, 0);
 }
 
 static int send_exited(struct server *server, const struct live_worker *worker, int wait_status) {
     uint8_t body[3 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
-    size_t length = put_varint_field(body, EXITED_PID, (uint64_t)worker->pid);
+    size_t length = pyclave_put_varint_field(body, EXITED_PID, (uint64_t)worker->pid);
     /* int32: negative values are sign-extended to ten bytes. */
-    length += put_varint_field(body + length, EXITED_WAIT_STATUS, (uint64_t)(int64_t)wait_status);
-    length += put_varint_field(body + length, EXITED_WORKER_ID, worker->worker_id);
+    length += pyclave_put_varint_field(body + length, EXITED_WAIT_STATUS, (uint64_t)(int64_t)wait_status);
+    length += pyclave_put_varint_field(body + length, EXITED_WORKER_ID, worker->worker_id);
     int clean = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
     return send_event(server, EVENT_EXITED, body, length, clean);
 }
