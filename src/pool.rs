@@ -26,6 +26,7 @@ use crate::config::{JobLimits, OutputLimits};
 use crate::job::{JobSpec, Rejection};
 use crate::outcome;
 use crate::proto::api::rejected;
+use crate::proto::worker::Rehearsal;
 use crate::reaper::WorkerEnd;
 use crate::sandbox::ids::UidPool;
 use crate::worker::{Finished, ReadyProbe, RunEnd, Worker, WorkerError, WorkerSettings};
@@ -71,6 +72,8 @@ struct Assignment {
     /// Other jobs were running: the worker's replacement is forked at once,
     /// alongside the job, rather than once the job is answered.
     replace_at_once: bool,
+    /// No idle worker had reported ready when the job was handed over.
+    found_none_ready: bool,
 }
 
 /// An idle worker's offer to take a job.
@@ -93,19 +96,20 @@ impl IdleWorkers {
     /// with other jobs anyway), the oldest that has: workers get ready in the
     /// order they were forked, so the first asked is usually the one.
     /// Failing either, the oldest, the likeliest to be ready soonest. Offers
-    /// of workers that have gone are dropped; cancel-safe.
-    async fn take(&mut self, incoming: &mut mpsc::UnboundedReceiver<Offer>, under_load: bool) -> Offer {
+    /// of workers that have gone are dropped; cancel-safe. Also returns
+    /// whether the offer taken is from a worker that has reported ready.
+    async fn take(&mut self, incoming: &mut mpsc::UnboundedReceiver<Offer>, under_load: bool) -> (Offer, bool) {
         while let Ok(offer) = incoming.try_recv() {
             self.offers.push(offer);
         }
         self.offers.retain(|offer| !offer.assign.is_closed());
         if self.offers.is_empty() {
-            return incoming.recv().await.expect("workers hold the sender");
+            return (incoming.recv().await.expect("workers hold the sender"), false);
         }
         let reported = |offer: &Offer| offer.ready.has_reported();
         let ready =
             if under_load { self.offers.iter().position(reported) } else { self.offers.iter().rposition(reported) };
-        self.offers.remove(ready.unwrap_or(0))
+        (self.offers.remove(ready.unwrap_or(0)), ready.is_some())
     }
 }
 
@@ -123,7 +127,7 @@ pub struct PoolSettings {
     pub warm_transforms: bool,
 }
 
-/// What recent jobs were: whether new workers should rehearse a transform.
+/// What recent jobs were and found: what new workers should rehearse.
 #[derive(Default)]
 struct RecentJobs {
     /// The kinds of the last 16 jobs handed to workers, one bit each (1: a
@@ -131,20 +135,40 @@ struct RecentJobs {
     kinds: AtomicU32,
     /// The last one ran alongside others.
     under_load: AtomicBool,
+    /// Whether each of the last 8 found no idle worker ready, one bit each
+    /// (1: none was), newest lowest.
+    found_none_ready: AtomicU32,
 }
 
 impl RecentJobs {
-    fn record(&self, transform: bool, under_load: bool) {
+    fn record(&self, transform: bool, under_load: bool, found_none_ready: bool) {
         let shift = |bits: u32| Some((bits << 1 | u32::from(transform)) & 0xffff);
         let _ = self.kinds.fetch_update(Ordering::Relaxed, Ordering::Relaxed, shift);
         self.under_load.store(under_load, Ordering::Relaxed);
+        let shift = |bits: u32| Some((bits << 1 | u32::from(found_none_ready)) & 0xff);
+        let _ = self.found_none_ready.fetch_update(Ordering::Relaxed, Ordering::Relaxed, shift);
     }
 
-    /// At least half of them were transforms, and the pool is not under
-    /// load: the rehearsal then runs in idle time (under load it would
-    /// take CPU from running jobs, and a job's wait is mostly its queueing).
-    fn warrant_transform_rehearsal(&self) -> bool {
-        self.kinds.load(Ordering::Relaxed).count_ones() >= 8 && !self.under_load.load(Ordering::Relaxed)
+    /// A rehearsal pays off when it runs while the worker would idle
+    /// anyway. None while jobs find no worker ready (any of the last 8):
+    /// a job will likely take this one the moment it is ready, and the
+    /// rehearsal would delay that and repeat the Python work the job does
+    /// (its page copies are the same ones, made once either way). A
+    /// transform's too when at least half of the recent jobs were
+    /// transforms and the pool is not under load (under load it would take
+    /// CPU from running jobs, and a job's wait is mostly its queueing);
+    /// `warm_transforms` off: never.
+    fn rehearsal(&self, warm_transforms: bool) -> Rehearsal {
+        if self.found_none_ready.load(Ordering::Relaxed) != 0 {
+            Rehearsal::None
+        } else if warm_transforms
+            && self.kinds.load(Ordering::Relaxed).count_ones() >= 8
+            && !self.under_load.load(Ordering::Relaxed)
+        {
+            Rehearsal::ExecAndTransform
+        } else {
+            Rehearsal::Exec
+        }
     }
 }
 
@@ -187,7 +211,7 @@ impl Shared {
             disabled_layers: &self.disabled_layers,
             pid_namespaces: self.pid_namespaces,
             cores: self.cores,
-            rehearse_transform: self.warm_transforms && self.recent_jobs.warrant_transform_rehearsal(),
+            rehearsal: self.recent_jobs.rehearsal(self.warm_transforms),
         }
     }
 }
@@ -280,14 +304,15 @@ async fn dispatch(
             // Other jobs running: the pool is under load, and the fork
             // competes with them whenever it happens.
             let under_load = slots - running.available_permits() > 1;
-            let offer = tokio::select! {
+            let (offer, ready) = tokio::select! {
                 () = shutdown.cancelled() => {
                     assignment.job.reject(rejected::Code::ShuttingDown, "the server is shutting down");
                     break;
                 }
-                offer = idle.take(&mut offers, under_load) => offer,
+                taken = idle.take(&mut offers, under_load) => taken,
             };
             assignment.replace_at_once = under_load;
+            assignment.found_none_ready = !ready;
             match offer.assign.send(assignment) {
                 Ok(()) => break,
                 Err(returned) => assignment = returned, // that worker died idle
@@ -305,7 +330,7 @@ async fn dispatch(
 async fn next_job(queued: &mut mpsc::Receiver<QueuedJob>, running: &Arc<Semaphore>) -> Option<Assignment> {
     let slot = Arc::clone(running).acquire_owned().await.expect("never closed");
     let job = queued.recv().await?;
-    Some(Assignment { job, _running: slot, replace_at_once: false })
+    Some(Assignment { job, _running: slot, replace_at_once: false, found_none_ready: false })
 }
 
 async fn spawn_workers(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<()>) {
@@ -354,12 +379,12 @@ async fn worker_task(shared: Arc<Shared>) {
     assigned.close();
     let orphaned = assigned.try_recv().ok();
     match end {
-        IdleEnd::Assigned(Assignment { job, _running, replace_at_once }) => {
+        IdleEnd::Assigned(Assignment { job, _running, replace_at_once, found_none_ready }) => {
             if replace_at_once {
                 shared.replace_worker();
             }
             let QueuedJob { id: job_id, spec, accepted_at, cancel, reply, in_flight, lost_workers } = job;
-            shared.recent_jobs.record(spec.wants_output_table(), replace_at_once);
+            shared.recent_jobs.record(spec.wants_output_table(), replace_at_once, found_none_ready);
             let ran = match Worker::ready(worker, &settings).await {
                 Ok(worker) => worker.run(spec, &settings, &cancel, accepted_at.elapsed()).await,
                 Err(error) => {
@@ -389,7 +414,8 @@ async fn worker_task(shared: Arc<Shared>) {
                         );
                     } else {
                         tracing::warn!(job = job_id, "worker died before the job started; retrying on another");
-                        let _ = shared.retry.send(Assignment { job, _running, replace_at_once: false });
+                        let retry = Assignment { job, _running, replace_at_once: false, found_none_ready: false };
+                        let _ = shared.retry.send(retry);
                     }
                 }
             }
@@ -464,25 +490,45 @@ mod tests {
     #[test]
     fn transforms_are_rehearsed_after_a_run_of_them_without_load() {
         let recent = RecentJobs::default();
+        assert_eq!(recent.rehearsal(true), Rehearsal::Exec, "no jobs yet");
         for _ in 0..7 {
-            recent.record(true, false);
+            recent.record(true, false, false);
         }
-        assert!(!recent.warrant_transform_rehearsal(), "7 of the last 16");
-        recent.record(true, false);
-        assert!(recent.warrant_transform_rehearsal(), "8 of the last 16");
-        recent.record(true, true);
-        assert!(!recent.warrant_transform_rehearsal(), "under load");
+        assert_eq!(recent.rehearsal(true), Rehearsal::Exec, "7 of the last 16");
+        recent.record(true, false, false);
+        assert_eq!(recent.rehearsal(true), Rehearsal::ExecAndTransform, "8 of the last 16");
+        assert_eq!(recent.rehearsal(false), Rehearsal::Exec, "warm_transforms off");
+        recent.record(true, true, false);
+        assert_eq!(recent.rehearsal(true), Rehearsal::Exec, "under load");
         for _ in 0..8 {
-            recent.record(false, false);
+            recent.record(false, false, false);
         }
-        assert!(recent.warrant_transform_rehearsal(), "still 8 of the last 16");
-        recent.record(false, false);
-        assert!(!recent.warrant_transform_rehearsal(), "the oldest transforms fell out");
+        assert_eq!(recent.rehearsal(true), Rehearsal::ExecAndTransform, "still 8 of the last 16");
+        recent.record(false, false, false);
+        assert_eq!(recent.rehearsal(true), Rehearsal::Exec, "the oldest transforms fell out");
+    }
+
+    #[test]
+    fn nothing_is_rehearsed_while_jobs_find_no_worker_ready() {
+        let recent = RecentJobs::default();
+        recent.record(false, true, true);
+        assert_eq!(recent.rehearsal(true), Rehearsal::None);
+        for _ in 0..8 {
+            recent.record(true, false, true);
+        }
+        assert_eq!(recent.rehearsal(true), Rehearsal::None, "not even after transforms");
+        for _ in 0..7 {
+            recent.record(false, true, false);
+        }
+        assert_eq!(recent.rehearsal(true), Rehearsal::None, "one of the last 8 found none");
+        recent.record(false, true, false);
+        assert_eq!(recent.rehearsal(true), Rehearsal::Exec, "the last 8 found one ready");
     }
 
     /// The order in which five idle workers (oldest first: ready, not,
-    /// ready, not, ready but gone) are taken.
-    async fn order_taken(under_load: bool) -> Vec<usize> {
+    /// ready, not, ready but gone) are taken, each with whether the taker
+    /// was told it is ready.
+    async fn order_taken(under_load: bool) -> Vec<(usize, bool)> {
         let (offers, mut incoming) = mpsc::unbounded_channel();
         let mut workers: Vec<_> = [true, false, true, false, true]
             .into_iter()
@@ -492,11 +538,12 @@ mod tests {
         let mut idle = IdleWorkers::default();
         let mut order = Vec::new();
         for _ in 0..4 {
-            drop(idle.take(&mut incoming, under_load).await);
+            let (offer, ready) = idle.take(&mut incoming, under_load).await;
+            drop(offer);
             let taken = (0..workers.len())
-                .find(|&worker| !order.contains(&worker) && workers[worker].taken())
+                .find(|&worker| order.iter().all(|&(taken, _)| taken != worker) && workers[worker].taken())
                 .expect("one was taken");
-            order.push(taken);
+            order.push((taken, ready));
         }
         assert!(idle.offers.is_empty(), "the offer of the worker that went is dropped");
         order
@@ -504,7 +551,12 @@ mod tests {
 
     #[tokio::test]
     async fn takes_the_newest_ready_worker_alone_the_oldest_ready_under_load_else_the_oldest() {
-        assert_eq!(order_taken(false).await, [2, 0, 1, 3], "alone: newest ready first");
-        assert_eq!(order_taken(true).await, [0, 2, 1, 3], "under load: oldest ready first");
+        let (ready, not) = (true, false);
+        assert_eq!(order_taken(false).await, [(2, ready), (0, ready), (1, not), (3, not)], "alone: newest ready first");
+        assert_eq!(
+            order_taken(true).await,
+            [(0, ready), (2, ready), (1, not), (3, not)],
+            "under load: oldest ready first"
+        );
     }
 }

@@ -25,7 +25,7 @@ use crate::job::JobSpec;
 use crate::job_tree::JobTree;
 use crate::outcome::{self, Ending, Evidence};
 use crate::proto::api::{self, CapturedOutput, Usage, outcome::Kind};
-use crate::proto::worker::{JobResult, WorkerEvent, WorkerJob, WorkerReady, job_result, worker_event};
+use crate::proto::worker::{JobResult, Rehearsal, WorkerEvent, WorkerJob, WorkerReady, job_result, worker_event};
 use crate::reaper::{EndWatch, ExitStatus, WorkerEnd};
 use crate::sandbox::ids::{UidLease, UidPool};
 use crate::zygote::{WorkerFds, Zygote, ZygoteError};
@@ -97,8 +97,8 @@ pub struct WorkerSettings<'a> {
     /// the kernel has killed and reaped every process of its job.
     pub pid_namespaces: bool,
     pub cores: u32,
-    /// New workers rehearse a transform too (recent jobs were mostly transforms).
-    pub rehearse_transform: bool,
+    /// What new workers run on themselves before they report ready.
+    pub rehearsal: Rehearsal,
 }
 
 /// How [`Worker::run`] ended.
@@ -264,7 +264,7 @@ impl Worker {
         };
         let oom_kills_before = birth.tree.as_ref().map_or(0, JobTree::oom_kills);
         let fds = WorkerFds { control: theirs.into(), cgroup_procs };
-        birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds, settings.rehearse_transform).await));
+        birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds, settings.rehearsal).await));
         Ok(Spawning { id, channel: Arc::new(ours), oom_kills_before, birth })
     }
 

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::channel::{self, ChannelError, FrameReader, FrameWriter};
-use crate::proto::worker::{Spawn, ZygoteCommand, ZygoteEvent, zygote_command, zygote_event};
+use crate::proto::worker::{Rehearsal, Spawn, ZygoteCommand, ZygoteEvent, zygote_command, zygote_event};
 use crate::reaper::{EndWatch, ExitRegistry, ExitStatus, WorkerEnd};
 
 /// The fd number the zygote finds its control socket on.
@@ -67,7 +67,7 @@ struct SpawnRequest {
     worker_id: u64,
     uid: u32,
     fds: WorkerFds,
-    rehearse_transform: bool,
+    rehearsal: Rehearsal,
 }
 
 /// How to start the zygote.
@@ -106,8 +106,8 @@ impl Zygote {
     }
 
     /// Asks for a worker that will run as `uid` (and gid), talk on
-    /// `fds.control` and, with `rehearse_transform`, rehearse a transform
-    /// before it reports ready; returns a watch on its end. Whether it was forked
+    /// `fds.control` and run `rehearsal` on itself before it reports ready;
+    /// returns a watch on its end. Whether it was forked
     /// shows on that channel: `ready`, or its end (the zygote's reason is in
     /// the end when it could not fork). A spawn whose watch is dropped
     /// before the request reaches the zygote is not sent.
@@ -116,10 +116,10 @@ impl Zygote {
         worker_id: u64,
         uid: u32,
         fds: WorkerFds,
-        rehearse_transform: bool,
+        rehearsal: Rehearsal,
     ) -> Result<EndWatch, ZygoteError> {
         let end = self.exits.watch(worker_id);
-        let request = SpawnRequest { worker_id, uid, fds, rehearse_transform };
+        let request = SpawnRequest { worker_id, uid, fds, rehearsal };
         self.requests.send(request).await.map_err(|_| ZygoteError::ShuttingDown)?;
         Ok(end)
     }
@@ -203,7 +203,7 @@ impl RunningZygote {
                         uid: request.uid,
                         gid: request.uid,
                         cgroup_fds: request.fds.cgroup_procs.len() as u32,
-                        rehearse_transform: request.rehearse_transform,
+                        rehearsal: request.rehearsal.into(),
                     };
                     let command = ZygoteCommand { command: Some(zygote_command::Command::Spawn(spawn)) };
                     let WorkerFds { control, cgroup_procs } = &request.fds;

@@ -95,7 +95,7 @@ struct pyclave_spawned {
     int32_t channel_fd;
     int32_t started_fd;
     uint64_t confinement_us;
-    uint32_t rehearse_transform; /* 0 or 1 */
+    uint32_t rehearsal; /* pyclave.worker.v1.Rehearsal */
     int32_t supervisor_fds[PYCLAVE_SUPERVISOR_FDS];
 };
 /* confine.c, in a worker once it has rehearsed: `ready` on its channel,

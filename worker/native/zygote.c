@@ -71,7 +71,7 @@ enum {
     SPAWN_UID = 2,
     SPAWN_GID = 3,
     SPAWN_CGROUP_FDS = 4,
-    SPAWN_REHEARSE_TRANSFORM = 5,
+    SPAWN_REHEARSAL = 5,
     EVENT_EXITED = 3,
     EVENT_SPAWN_FAILED = 4,
     SPAWN_FAILED_WORKER_ID = 1,
@@ -86,7 +86,7 @@ struct spawn_request {
     uint32_t uid;
     uint32_t gid;
     uint32_t cgroup_fds;
-    uint32_t rehearse_transform;
+    uint32_t rehearsal;
 };
 
 /* Bytes and fds read from the supervisor, not yet taken by a command. */
@@ -416,7 +416,7 @@ static int parse_spawn(const uint8_t *at, const uint8_t *end, struct spawn_reque
         if (pyclave_read_varint(&at, end, &key) == -1)
             return -1;
         uint32_t field = (uint32_t)(key >> 3), wire_type = (uint32_t)(key & 7);
-        if (wire_type != PYCLAVE_WIRE_VARINT || field < SPAWN_WORKER_ID || field > SPAWN_REHEARSE_TRANSFORM) {
+        if (wire_type != PYCLAVE_WIRE_VARINT || field < SPAWN_WORKER_ID || field > SPAWN_REHEARSAL) {
             if (pyclave_skip_field(&at, end, wire_type) == -1)
                 return -1;
             continue;
@@ -436,8 +436,8 @@ static int parse_spawn(const uint8_t *at, const uint8_t *end, struct spawn_reque
         case SPAWN_CGROUP_FDS:
             spawn->cgroup_fds = (uint32_t)value;
             break;
-        case SPAWN_REHEARSE_TRANSFORM:
-            spawn->rehearse_transform = value != 0;
+        case SPAWN_REHEARSAL:
+            spawn->rehearsal = (uint32_t)value;
             break;
         }
     }
@@ -520,7 +520,7 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         spawned->started_fd = worker.started_fd;
         memcpy(spawned->supervisor_fds, worker.supervisor_fds, sizeof worker.supervisor_fds);
         spawned->confinement_us = worker.confinement_us;
-        spawned->rehearse_transform = spawn->rehearse_transform;
+        spawned->rehearsal = spawn->rehearsal;
         return pid;
     }
     if (pid == -1) {

@@ -99,7 +99,7 @@ class _Plan(ctypes.Structure):
 
 class _Spawned(ctypes.Structure):
     _fields_ = [("channel_fd", ctypes.c_int32), ("started_fd", ctypes.c_int32), ("confinement_us", ctypes.c_uint64),
-                ("rehearse_transform", ctypes.c_uint32), ("supervisor_fds", ctypes.c_int32 * 3)]
+                ("rehearsal", ctypes.c_uint32), ("supervisor_fds", ctypes.c_int32 * 3)]
 
 
 class Spawned(NamedTuple):
@@ -107,7 +107,7 @@ class Spawned(NamedTuple):
 
     channel_fd: int
     started_fd: int
-    rehearse_transform: bool
+    rehearsal: int  # worker_pb2.Rehearsal
     # Sends `ready` with the read ends of the worker's stdout, stderr and
     # start pipes (native: pyclave_report_ready), and closes them here.
     report_ready: Callable[[], None]
@@ -169,7 +169,7 @@ class Prepared:
         if result == 1:
             return None
         if result == 0:
-            return Spawned(spawned.channel_fd, spawned.started_fd, bool(spawned.rehearse_transform),
+            return Spawned(spawned.channel_fd, spawned.started_fd, spawned.rehearsal,
                            functools.partial(self._report_ready, spawned))
         if result == -2:
             raise WorkerConfinementFailed(spawned.channel_fd, reason)

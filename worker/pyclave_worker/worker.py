@@ -31,8 +31,9 @@ def run(spawned: confine.Spawned, numpy_reseeded: bool) -> None:
     channel = socket.socket(fileno=spawned.channel_fd)
     started_fd = spawned.started_fd
     _reseed(numpy_reseeded)
-    rehearse()
-    if spawned.rehearse_transform:
+    if spawned.rehearsal != worker_pb2.REHEARSAL_NONE:
+        rehearse()
+    if spawned.rehearsal == worker_pb2.REHEARSAL_EXEC_AND_TRANSFORM:
         job.rehearse_transform()
     spawned.report_ready()
 
