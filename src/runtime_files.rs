@@ -21,7 +21,7 @@ const FILES: &[(&str, &[u8])] = &[
     ("pyclave_worker/memory.py", include_bytes!("../worker/pyclave_worker/memory.py")),
     (NATIVE_LIBRARY, include_bytes!(concat!(env!("OUT_DIR"), "/libpyclave_worker.so"))),
 ];
-const NATIVE_LIBRARY: &str = "libpyclave_worker.so";
+pub const NATIVE_LIBRARY: &str = "libpyclave_worker.so";
 
 /// A directory holding the worker runtime; removed on drop.
 #[derive(Debug)]

@@ -298,10 +298,9 @@ fn zygote_command(python: &Path, python_dir: &Path, nice: u8, control: RawFd) ->
         dir = python_dir.display().to_string(),
     );
     let mut command = Command::new(python);
+    command.args(["-I", "-c", &bootstrap]);
+    zygote_environment(&mut command, &python_dir.join(crate::runtime_files::NATIVE_LIBRARY));
     command
-        .args(["-I", "-c", &bootstrap])
-        .env_clear()
-        .envs(crate::sandbox::BASE_ENVIRONMENT.iter().copied())
         .stdin(Stdio::null())
         // The zygote's own prints belong in the supervisor's log, never on
         // its stdout (where `pyclave run` prints the outcome).
@@ -326,6 +325,18 @@ fn zygote_command(python: &Path, python_dir: &Path, nice: u8, control: RawFd) ->
         });
     }
     command
+}
+
+/// The zygote's environment, and its native library preloaded so that
+/// CPython's arenas come from one region from the interpreter's start
+/// (worker/native/memory.c; the library takes both variables out of the
+/// environment). A path the loader would split is not preloaded: the
+/// region then starts before the big imports.
+pub fn zygote_environment(command: &mut Command, native_library: &Path) {
+    command.env_clear().envs(crate::sandbox::BASE_ENVIRONMENT.iter().copied());
+    if !native_library.as_os_str().as_encoded_bytes().iter().any(|byte| matches!(byte, b' ' | b':')) {
+        command.env("LD_PRELOAD", native_library).env("PYCLAVE_ARENA_REGION_AT_START", "1");
+    }
 }
 
 /// Renders an error with its sources, for logs.

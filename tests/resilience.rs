@@ -347,6 +347,45 @@ def huge_kib(start):
     supervisor.assert_healthy().await;
 }
 
+/// The zygote's native library is preloaded so that CPython's arenas come
+/// from its region from the interpreter's start: an object created then
+/// lies on the heap file in a job too. The preload leaves nothing in a
+/// job's environment, and Arrow allocates from glibc (whose heap is on the
+/// file too), not from a mimalloc region every fork would copy.
+#[tokio::test]
+async fn zygote_arenas_are_in_its_region_from_the_start_and_the_preload_leaves_no_trace() {
+    let mut supervisor = Supervisor::start("[pool]\nworkers = 1\n");
+    let code = r#"
+import encodings
+import os
+import pyarrow
+
+def mapping_of(address):
+    for line in open('/proc/self/maps'):
+        fields = line.split(maxsplit=5)
+        start, end = (int(bound, 16) for bound in fields[0].split('-'))
+        if start <= address < end:
+            return fields[5].strip() if len(fields) > 5 else 'anonymous'
+    return 'unmapped'
+
+def main():
+    return {
+        "startup_object": mapping_of(id(encodings)),
+        "environment": sorted(k for k in os.environ if k in ("LD_PRELOAD", "PYCLAVE_ARENA_REGION_AT_START")),
+        "arrow_pool": pyarrow.default_memory_pool().backend_name,
+    }
+"#;
+    let reply = supervisor.client().await.run(exec(code), None).await.expect("run");
+    let result: serde_json::Value = serde_json::from_str(&ok_json(&reply)).expect("json");
+    assert!(
+        result["startup_object"].as_str().is_some_and(|m| m.contains("/memfd:pyclave-zygote-heap")),
+        "a module imported while CPython started is on the heap file: {result}"
+    );
+    assert_eq!(result["environment"], serde_json::json!([]), "{result}");
+    assert_eq!(result["arrow_pool"], "system", "{result}");
+    supervisor.assert_healthy().await;
+}
+
 /// The zygote merged its libraries' read-only segments into the code or
 /// data next to them (a fork copies every mapping): none is left beside a
 /// neighbour of its own file it could have merged with, and the zygote has

@@ -391,12 +391,15 @@ fn baseline(
     input: &str,
     jobs: usize,
 ) -> Result<Latencies, Box<dyn std::error::Error>> {
-    let output = Command::new(python)
-        .arg(script)
-        .args([mode, &code_file.display().to_string(), input, &jobs.to_string()])
-        .env("OPENBLAS_NUM_THREADS", "1")
-        .stderr(Stdio::piped())
-        .output()?;
+    let mut command = Command::new(python);
+    command.arg(script).args([mode, &code_file.display().to_string(), input, &jobs.to_string()]);
+    if mode == "forkrate" {
+        // The floor forks a process laid out as the zygote is.
+        crate::zygote::zygote_environment(&mut command, Path::new(input));
+    } else {
+        command.env("OPENBLAS_NUM_THREADS", "1");
+    }
+    let output = command.stderr(Stdio::piped()).output()?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(format!("{mode} failed: {}", stderr.lines().last().unwrap_or("")).into());

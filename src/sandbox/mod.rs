@@ -142,6 +142,13 @@ pub const BASE_ENVIRONMENT: &[(&str, &str)] = &[
     ("OMP_NUM_THREADS", "1"),
     ("MKL_NUM_THREADS", "1"),
     ("JE_ARROW_MALLOC_CONF", "background_thread:false"),
+    // Arrow's buffers from glibc's malloc, not mimalloc: mimalloc keeps the
+    // pages its warm-up used (~4 MiB here) dirty in a region of its own,
+    // which every fork copies page-table entries for; glibc's small blocks
+    // live in its heap (moved onto a file, worker/native/memory.c) and its
+    // big ones are unmapped when freed. A job's process is new anyway:
+    // there is no reuse across jobs for mimalloc to win.
+    ("ARROW_DEFAULT_MEMORY_POOL", "system"),
     ("PYTHONDONTWRITEBYTECODE", "1"),
 ];
 

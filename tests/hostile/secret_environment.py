@@ -1,4 +1,4 @@
-# expect: ok value={"canary_found_in": [], "environ_files": {"/proc/self/environ": "PermissionError", "/proc/1/environ": "PermissionError"}, "variables": ["HOME", "JE_ARROW_MALLOC_CONF", "LANG", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PATH", "PYTHONDONTWRITEBYTECODE", "TMPDIR"]}
+# expect: ok value={"canary_found_in": [], "environ_files": {"/proc/self/environ": "PermissionError", "/proc/1/environ": "PermissionError"}, "variables": ["ARROW_DEFAULT_MEMORY_POOL", "HOME", "JE_ARROW_MALLOC_CONF", "LANG", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PATH", "PYTHONDONTWRITEBYTECODE", "TMPDIR"]}
 # must-not: see the supervisor's environment (the runner set {{CANARY_VARIABLE}} in it) or any variable beyond the fixed job environment
 import os
 

@@ -15,9 +15,12 @@
  * only those when it exits.
  *
  * Two steps, both optional:
- *  1. before the libraries are imported, CPython's object arenas come from
- *     one region (by default each 1 MiB arena is its own mapping, which
- *     every fork would duplicate);
+ *  1. CPython's object arenas come from one region (by default each 1 MiB
+ *     arena is its own mapping, which every fork would duplicate), from
+ *     the interpreter's start when this library is preloaded into the
+ *     zygote (below; else from before the big imports, and the ~5 MiB of
+ *     arenas CPython filled while starting stay anonymous, ~1,300 more
+ *     page-table entries for every fork to copy);
  *  2. once the zygote is warm and serves (zygote.c: no Python runs in it
  *     then, which would touch its heaps and have forks copy the entries
  *     again), transparent huge pages are turned off for the process, and
@@ -36,6 +39,7 @@
  * stay anonymous.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -144,10 +148,8 @@ static void arena_free(void *ctx, void *address, size_t size) {
 }
 
 int pyclave_use_arena_region(void) {
-    if (region_start != NULL) {
-        errno = EALREADY;
-        return -1;
-    }
+    if (region_start != NULL)
+        return 0;
     void *mapping = mmap(NULL, ARENA_REGION_BYTES, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (mapping == MAP_FAILED)
         return -1;
@@ -155,6 +157,23 @@ int pyclave_use_arena_region(void) {
     static PyObjectArenaAllocator allocator = {NULL, arena_alloc, arena_free};
     PyObject_SetArenaAllocator(&allocator);
     return 0;
+}
+
+/*
+ * Step 1 from the interpreter's start: the supervisor starts the zygote
+ * with this library in LD_PRELOAD and PYCLAVE_ARENA_REGION_AT_START set,
+ * and the loader runs this before CPython allocates anything. Both are
+ * taken out of the environment at once: nothing the zygote or a job
+ * starts loads the library again.
+ */
+__attribute__((constructor)) static void use_arena_region_at_start(void) {
+    if (getenv("PYCLAVE_ARENA_REGION_AT_START") == NULL)
+        return;
+    unsetenv("PYCLAVE_ARENA_REGION_AT_START");
+    unsetenv("LD_PRELOAD");
+    /* Not an interpreter with CPython's arena interface: nothing to do. */
+    if (dlsym(RTLD_DEFAULT, "PyObject_SetArenaAllocator") != NULL)
+        pyclave_use_arena_region();
 }
 
 /* `[start, end)`, which must be one private writable mapping, becomes a

@@ -109,8 +109,8 @@ int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_s
 /* floor.c */
 int pyclave_fork_exit_wait(uint64_t count, uint64_t *latencies_us);
 
-/* memory.c: CPython's object arenas from one region (call before the big
-   imports); 0, or -1 (errno). */
+/* memory.c: CPython's object arenas from one region from now on (call
+   before the big imports; a no-op when they already are); 0, or -1 (errno). */
 int pyclave_use_arena_region(void);
 /* memory.c: huge pages off for the process and its children, then the
    malloc heap and the arena region onto a file (once); bytes moved, or -1

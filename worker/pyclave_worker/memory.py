@@ -26,8 +26,9 @@ class Layout:
         self._merge.restype = ctypes.c_int64
 
     def back_object_arenas(self) -> None:
-        """CPython's object arenas come from one region from now on. Call it
-        before the big imports: it moves nothing."""
+        """CPython's object arenas come from one region from now on (they
+        already do when the library was preloaded). Call it before the big
+        imports: it moves nothing."""
         if self._use_arena_region() != 0:
             raise OSError(ctypes.get_errno(), "reserving the region for arenas")
 
