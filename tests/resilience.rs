@@ -389,7 +389,8 @@ def main():
 /// The zygote merged its libraries' read-only segments into the code or
 /// data next to them (a fork copies every mapping): none is left beside a
 /// neighbour of its own file it could have merged with, and the zygote has
-/// well under the five or six mappings per library the dynamic linker makes.
+/// well under the five or six mappings per library the dynamic linker makes;
+/// then it moved every library's data onto a file.
 #[tokio::test]
 async fn zygote_libraries_are_merged_into_fewer_mappings() {
     if !may_make_file_mappings_executable() {
@@ -418,6 +419,12 @@ async fn zygote_libraries_are_merged_into_fewer_mappings() {
         );
     }
     assert!(mappings.len() < 4 * code_files.len(), "{} mappings for {} libraries", mappings.len(), code_files.len());
+    // And their data segments are on files of their own (mappings.c): none
+    // is a private writable mapping of a loaded library's file any more.
+    let left = mappings.iter().filter(|m| m.permissions == "rw-p" && m.file().is_some_and(|f| code_files.contains(&f)));
+    assert_eq!(left.count(), 0, "libraries' data left where the dynamic linker put it");
+    let moved = maps.lines().filter(|line| line.contains("/memfd:pyclave-zygote-library-data")).count();
+    assert!(moved >= 50, "{moved} libraries' data segments on files");
     supervisor.assert_healthy().await;
 }
 

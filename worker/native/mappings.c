@@ -125,6 +125,37 @@ static void plan(struct mapping *mappings, size_t count) {
     }
 }
 
+/*
+ * The same for the libraries' data as memory.c does for the heaps: the
+ * data segment of a loaded library (RELRO merged into it) holds what the
+ * dynamic linker wrote there, relocations, so its pages are the process's
+ * own, and every fork copies a page-table entry for each (~1,300 with
+ * pandas loaded, libpython's static objects among them). Each becomes a
+ * private mapping of a sealed memfd holding its bytes, at the same
+ * address: copy-on-write as before, but forks copy no entries for it and
+ * a worker maps only what it touches. Nothing counts on a library's data
+ * being backed by the library's file (the dynamic linker finds a library
+ * by its link map, unloading unmaps the whole range). A mapping that
+ * cannot move stays as it was.
+ */
+int64_t pyclave_move_library_data_to_files(void) {
+    struct mapping *mappings;
+    ssize_t count = read_mappings(&mappings);
+    if (count < 0)
+        return -1;
+    int64_t moved = 0;
+    for (ssize_t i = 0; i < count; i++) {
+        const struct mapping *mapping = &mappings[i];
+        if (strcmp(mapping->permissions, "rw-p") != 0 || mapping->inode == 0 ||
+            !is_loaded_code(mappings, (size_t)count, (size_t)i))
+            continue;
+        if (pyclave_move_onto_file(mapping->start, mapping->end, "pyclave-zygote-library-data") == 0)
+            moved += (int64_t)(mapping->end - mapping->start);
+    }
+    free(mappings);
+    return moved;
+}
+
 int64_t pyclave_merge_library_mappings(void) {
     struct mapping *mappings;
     ssize_t count = read_mappings(&mappings);

@@ -53,6 +53,7 @@
 #include "native.h"
 
 #define PAGE_BYTES 4096UL
+#define HEAP_FILE_NAME "pyclave-zygote-heap"
 /* Address space reserved for arenas (inaccessible, so not committed, until
    handed out): 1,024 of CPython 3.11's 1 MiB arenas; beyond that, arenas
    are mapped one by one as CPython would. */
@@ -176,12 +177,9 @@ __attribute__((constructor)) static void use_arena_region_at_start(void) {
         pyclave_use_arena_region();
 }
 
-/* `[start, end)`, which must be one private writable mapping, becomes a
-   private mapping of a sealed memfd holding its current bytes. Nothing may
-   write to it meanwhile: no allocation between the copy and the mapping. */
-static int move_onto_file(uintptr_t start, uintptr_t end) {
+int pyclave_move_onto_file(uintptr_t start, uintptr_t end, const char *name) {
     size_t size = end - start;
-    int file = memfd_create("pyclave-zygote-heap", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int file = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (file == -1)
         return -1;
     /* Every byte is written, untouched pages as zeroes: the file has all its
@@ -241,13 +239,14 @@ int64_t pyclave_move_heaps_to_file(void) {
     if (malloc_heap(&heap_start, &heap_end) == -1)
         return -1;
     if (heap_end > heap_start) {
-        if (move_onto_file(heap_start, heap_end) == -1)
+        if (pyclave_move_onto_file(heap_start, heap_end, HEAP_FILE_NAME) == -1)
             return -1;
         moved += (int64_t)(heap_end - heap_start);
     }
     if (region_used > 0) {
         lock_region();
-        int result = move_onto_file((uintptr_t)region_start, (uintptr_t)region_start + region_used);
+        int result = pyclave_move_onto_file((uintptr_t)region_start, (uintptr_t)region_start + region_used,
+                                            HEAP_FILE_NAME);
         size_t used = region_used;
         unlock_region();
         if (result == -1)

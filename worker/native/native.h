@@ -116,11 +116,19 @@ int pyclave_use_arena_region(void);
    malloc heap and the arena region onto a file (once); bytes moved, or -1
    (errno). */
 int64_t pyclave_move_heaps_to_file(void);
+/* memory.c: `[start, end)`, which must be one private writable mapping,
+   becomes a private mapping of a sealed memfd called `name` holding its
+   current bytes; 0, or -1 (errno). Nothing may write to it meanwhile. */
+int pyclave_move_onto_file(uintptr_t start, uintptr_t end, const char *name);
 
 /* mappings.c: merges the read-only segments of loaded libraries into their
    neighbours; the process's mapping count after (0 if it cannot be read
    again), or -1 (errno) when the mappings cannot be read at all. */
 int64_t pyclave_merge_library_mappings(void);
+/* mappings.c: the data segment of every loaded library onto a file of its
+   own (once, after the merge); bytes moved, or -1 (errno) when the
+   mappings cannot be read. */
+int64_t pyclave_move_library_data_to_files(void);
 
 /* protobuf.c: a frame is a 4-byte big-endian length, then one message. */
 #define PYCLAVE_FRAME_HEADER_BYTES 4

@@ -597,6 +597,9 @@ int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_s
     server = (struct server){
         .plan = plan, .control = control, .home_network_namespace = -1, .error = error, .error_size = error_size};
     /* Now, with no more Python to run here (memory.c); forks only get cheaper. */
+    if (pyclave_move_library_data_to_files() == -1)
+        fprintf(stderr, "pyclave zygote: moving libraries' data onto files: %s; workers fork without it\n",
+                strerror(errno));
     if (pyclave_move_heaps_to_file() == -1)
         fprintf(stderr, "pyclave zygote: moving the heaps onto a file: %s; workers fork without it\n", strerror(errno));
     if (plan->namespaces) {
