@@ -27,7 +27,9 @@
  *     that region's used part and the malloc heap move onto the file; the
  *     workers inherit both: their own memory stays in 4 KiB pages (an
  *     idle worker small, no 2 MiB page zeroed on a first touch).
- * Only these two move, because of what their allocators do with them. A
+ * Of the allocators' memory only these two move, because of what their
+ * allocators do with them (the libraries' data segments move too, in
+ * mappings.c: no allocator manages them). A
  * private file mapping behaves like anonymous memory except that
  * MADV_DONTNEED brings back the file's bytes instead of zeroes, and that
  * it cannot grow past the file. CPython expects no zeroes from its arena
