@@ -264,6 +264,7 @@ impl Worker {
         };
         let oom_kills_before = birth.tree.as_ref().map_or(0, JobTree::oom_kills);
         let fds = WorkerFds { control: theirs.into(), cgroup_procs };
+        tracing::debug!(worker = id, rehearsal = settings.rehearsal.as_str_name(), "worker asked of the zygote");
         birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds, settings.rehearsal).await));
         Ok(Spawning { id, channel: Arc::new(ours), oom_kills_before, birth })
     }

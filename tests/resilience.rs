@@ -45,6 +45,53 @@ async fn many_jobs_over_several_connections_each_get_one_outcome() {
     }
 }
 
+/// Workers asked for while jobs find none ready skip their rehearsal (the
+/// next job takes each the moment it is ready): such a worker still runs
+/// its job right, output and result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_that_skip_their_rehearsal_run_their_jobs_right() {
+    let supervisor = Supervisor::start_logged("[pool]\nworkers = 2\n");
+    const CALLERS: u64 = 6;
+    const JOBS_PER_CALLER: u64 = 8;
+    let mut tasks = Vec::new();
+    for caller in 0..CALLERS {
+        let mut client = supervisor.client().await;
+        tasks.push(tokio::spawn(async move {
+            for job in 0..JOBS_PER_CALLER {
+                let value = caller * 1000 + job;
+                let mut request =
+                    exec("import json\ndef main(params):\n    print(json.dumps(params))\n    return params['v']\n");
+                request.params_json = format!(r#"{{"v": {value}}}"#);
+                let reply = client.run(request, None).await.expect("run");
+                assert_eq!(ok_json(&reply), value.to_string());
+                assert_eq!(stdout(&reply), format!("{{\"v\": {value}}}\n"));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("caller task");
+    }
+    let log = supervisor.log();
+    let field = |line: &str, name: &str| {
+        line.split_whitespace()
+            .find_map(|token| token.strip_prefix(name))
+            .map(|value| value.trim_matches('"').to_owned())
+    };
+    let unrehearsed: std::collections::HashSet<String> = log
+        .lines()
+        .filter(|line| line.contains("worker asked of the zygote"))
+        .filter(|line| field(line, "rehearsal=").as_deref() == Some("REHEARSAL_NONE"))
+        .filter_map(|line| field(line, "worker="))
+        .collect();
+    let served = log
+        .lines()
+        .filter(|line| line.contains("worker handed a job"))
+        .filter_map(|line| field(line, "worker="))
+        .filter(|worker| unrehearsed.contains(worker))
+        .count();
+    assert!(served > 0, "no worker without a rehearsal ran a job ({} asked for):\n{log}", unrehearsed.len());
+}
+
 #[tokio::test]
 async fn every_job_runs_in_a_fresh_process() {
     let supervisor = Supervisor::start("[pool]\nworkers = 2\n");

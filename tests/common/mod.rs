@@ -27,6 +27,9 @@ pub struct Supervisor {
     delegated: Vec<PathBuf>,
 }
 
+/// Where [`Supervisor::start_logged`] writes the supervisor's log, in its directory.
+const LOG_FILE: &str = "serve.log";
+
 /// How the test starts `pyclave serve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Privilege {
@@ -64,7 +67,30 @@ impl Supervisor {
 
     pub fn start_as(privilege: Privilege, extra_config: &str, env: &[(&str, &str)]) -> Self {
         let (mut command, dir, socket, delegated) = serve_command(privilege, extra_config);
-        let child = command.envs(env.iter().copied()).spawn().expect("start pyclave serve");
+        Self::launch(command.envs(env.iter().copied()), privilege, dir, socket, delegated)
+    }
+
+    /// Starts like [`Supervisor::start`], its log (at debug level) written
+    /// to a file that [`Supervisor::log`] reads.
+    pub fn start_logged(extra_config: &str) -> Self {
+        let (mut command, dir, socket, delegated) = serve_command(Privilege::Root, extra_config);
+        let log = std::fs::File::create(dir.path().join(LOG_FILE)).expect("create the log file");
+        Self::launch(command.stderr(log), Privilege::Root, dir, socket, delegated)
+    }
+
+    /// What a supervisor started by [`Supervisor::start_logged`] has logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(LOG_FILE)).expect("the supervisor's log")
+    }
+
+    fn launch(
+        command: &mut Command,
+        privilege: Privilege,
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        delegated: Vec<PathBuf>,
+    ) -> Self {
+        let child = command.spawn().expect("start pyclave serve");
         let mut supervisor = Self { pid: child.id(), child, dir, socket, delegated };
         supervisor.wait_ready();
         if privilege != Privilege::Root {
