@@ -437,7 +437,7 @@ def main():
 /// data next to them (a fork copies every mapping): none is left beside a
 /// neighbour of its own file it could have merged with, and the zygote has
 /// well under the five or six mappings per library the dynamic linker makes;
-/// then it moved every library's data onto a file.
+/// then it moved every library's data, bss included, onto a file.
 #[tokio::test]
 async fn zygote_libraries_are_merged_into_fewer_mappings() {
     if !may_make_file_mappings_executable() {
@@ -472,6 +472,21 @@ async fn zygote_libraries_are_merged_into_fewer_mappings() {
     assert_eq!(left.count(), 0, "libraries' data left where the dynamic linker put it");
     let moved = maps.lines().filter(|line| line.contains("/memfd:pyclave-zygote-library-data")).count();
     assert!(moved >= 50, "{moved} libraries' data segments on files");
+    // Their bss too: a variable of libpython's far past the last page of its
+    // data on disk (so in the anonymous mapping the dynamic linker made).
+    let code = r#"
+import ctypes
+def main():
+    address = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_Py_HashSecret"))
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(bound, 16) for bound in fields[0].split("-"))
+            if start <= address < end:
+                return fields[5] if len(fields) > 5 else "anonymous"
+"#;
+    let reply = supervisor.client().await.run(exec(code), None).await.expect("reply");
+    assert_eq!(ok_json(&reply), "\"/memfd:pyclave-zygote-library-data\"", "where libpython's bss lies");
     supervisor.assert_healthy().await;
 }
 

@@ -20,12 +20,17 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "native.h"
+
+/* Loaded objects have one writable segment each, rarely two (a pandas
+   zygote has ~100 objects). */
+#define MAX_WRITABLE_SEGMENTS 1024
 
 struct mapping {
     unsigned long start;
@@ -125,20 +130,60 @@ static void plan(struct mapping *mappings, size_t count) {
     }
 }
 
+/* The writable segments of the loaded objects, whole pages. */
+struct writable_segments {
+    size_t count;
+    struct {
+        unsigned long start;
+        unsigned long end;
+    } segments[MAX_WRITABLE_SEGMENTS];
+};
+
+static int add_writable_segments(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct writable_segments *found = data;
+    for (ElfW(Half) i = 0; i < info->dlpi_phnum && found->count < MAX_WRITABLE_SEGMENTS; i++) {
+        const ElfW(Phdr) *header = &info->dlpi_phdr[i];
+        if (header->p_type != PT_LOAD || !(header->p_flags & PF_W))
+            continue;
+        unsigned long start = info->dlpi_addr + header->p_vaddr;
+        found->segments[found->count].start = start / PAGE_BYTES * PAGE_BYTES;
+        found->segments[found->count].end = (start + header->p_memsz + PAGE_BYTES - 1) / PAGE_BYTES * PAGE_BYTES;
+        found->count++;
+    }
+    return 0;
+}
+
+/* Where the loaded object's writable segment holding `address` ends (its
+   bss included), or 0. */
+static unsigned long segment_end(const struct writable_segments *found, unsigned long address) {
+    for (size_t i = 0; i < found->count; i++)
+        if (found->segments[i].start <= address && address < found->segments[i].end)
+            return found->segments[i].end;
+    return 0;
+}
+
 /*
  * The same for the libraries' data as memory.c does for the heaps: the
  * data segment of a loaded library (RELRO merged into it) holds what the
- * dynamic linker wrote there, relocations, so its pages are the process's
- * own, and every fork copies a page-table entry for each (~1,300 with
- * pandas loaded, libpython's static objects among them). Each becomes a
- * private mapping of a sealed memfd holding its bytes, at the same
- * address: copy-on-write as before, but forks copy no entries for it and
- * a worker maps only what it touches. Nothing counts on a library's data
- * being backed by the library's file (the dynamic linker finds a library
- * by its link map, unloading unmaps the whole range). A mapping that
- * cannot move stays as it was.
+ * dynamic linker wrote there, relocations, and its bss (the anonymous
+ * mapping after it) what the library wrote since, so their pages are the
+ * process's own, and every fork copies a page-table entry for each (~1,700
+ * with pandas loaded, libpython's static objects among them). Each
+ * segment, bss included, becomes one private mapping of a sealed memfd
+ * holding its bytes, at the same address: copy-on-write as before, but
+ * forks copy no entries for it and a worker maps only what it touches
+ * (and one mapping less to copy where the bss was one of its own). The
+ * bss ends where the object's program header says, so anonymous memory
+ * mapped right after it stays as it is. Nothing counts on a library's data
+ * being backed by the library's file or its bss being anonymous (the
+ * dynamic linker finds a library by its link map, unloading unmaps the
+ * whole range). A mapping that cannot move stays as it was.
  */
 int64_t pyclave_move_library_data_to_files(void) {
+    static struct writable_segments writable;
+    writable.count = 0;
+    dl_iterate_phdr(add_writable_segments, &writable);
     struct mapping *mappings;
     ssize_t count = read_mappings(&mappings);
     if (count < 0)
@@ -149,8 +194,14 @@ int64_t pyclave_move_library_data_to_files(void) {
         if (strcmp(mapping->permissions, "rw-p") != 0 || mapping->inode == 0 ||
             !is_loaded_code(mappings, (size_t)count, (size_t)i))
             continue;
-        if (pyclave_move_onto_file(mapping->start, mapping->end, "pyclave-zygote-library-data") == 0)
-            moved += (int64_t)(mapping->end - mapping->start);
+        unsigned long end = mapping->end;
+        unsigned long bss_end = segment_end(&writable, mapping->start);
+        const struct mapping *next = i + 1 < count ? &mappings[i + 1] : NULL;
+        if (bss_end > end && next != NULL && next->inode == 0 && next->start == end && next->end >= bss_end &&
+            strcmp(next->permissions, "rw-p") == 0)
+            end = bss_end;
+        if (pyclave_move_onto_file(mapping->start, end, "pyclave-zygote-library-data") == 0)
+            moved += (int64_t)(end - mapping->start);
     }
     free(mappings);
     return moved;

@@ -54,7 +54,6 @@
 
 #include "native.h"
 
-#define PAGE_BYTES 4096UL
 #define HEAP_FILE_NAME "pyclave-zygote-heap"
 /* Address space reserved for arenas (inaccessible, so not committed, until
    handed out): 1,024 of CPython 3.11's 1 MiB arenas; beyond that, arenas

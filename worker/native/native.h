@@ -120,13 +120,15 @@ int64_t pyclave_move_heaps_to_file(void);
    becomes a private mapping of a sealed memfd called `name` holding its
    current bytes; 0, or -1 (errno). Nothing may write to it meanwhile. */
 int pyclave_move_onto_file(uintptr_t start, uintptr_t end, const char *name);
+/* The page size of x86-64 and of every page the zygote moves. */
+#define PAGE_BYTES 4096UL
 
 /* mappings.c: merges the read-only segments of loaded libraries into their
    neighbours; the process's mapping count after (0 if it cannot be read
    again), or -1 (errno) when the mappings cannot be read at all. */
 int64_t pyclave_merge_library_mappings(void);
-/* mappings.c: the data segment of every loaded library onto a file of its
-   own (once, after the merge); bytes moved, or -1 (errno) when the
+/* mappings.c: the data segment of every loaded library, with its bss,
+   onto a file of its own (once, after the merge); bytes moved, or -1 (errno) when the
    mappings cannot be read. */
 int64_t pyclave_move_library_data_to_files(void);
 
