@@ -28,7 +28,11 @@ impl HostSupport {
             Err("the supervisor is not root, not even in its own user namespace".into())
         };
         let minimal_root = match &namespaces {
-            Ok(()) => check_in_child(private_tmpfs_mounts, "cannot mount a private tmpfs in a new mount namespace"),
+            Ok(()) => check_in_child(
+                minimal_root_mounts_work,
+                "cannot mount a private tmpfs in a new mount namespace and make it read-only with mount_setattr \
+                 (Linux 5.12)",
+            ),
             Err(_) => Err("needs the mount namespace".into()),
         };
         let unprivileged = if worker_uids.start == 0 {
@@ -120,7 +124,7 @@ fn can_become(id: u32) -> bool {
     unsafe { libc::setresgid(id, id, id) == 0 && libc::setresuid(id, id, id) == 0 }
 }
 
-fn private_tmpfs_mounts() -> bool {
+fn minimal_root_mounts_work() -> bool {
     // SAFETY: the strings are NUL-terminated literals; the mounts happen in
     // the child's new, private mount namespace and vanish with it.
     unsafe {
@@ -133,6 +137,36 @@ fn private_tmpfs_mounts() -> bool {
                 std::ptr::null(),
             ) == 0
             && libc::mount(c"tmpfs".as_ptr(), c"/tmp".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) == 0
+            && mounts_made_read_only(c"/tmp")
+    }
+}
+
+/// `struct mount_attr` of mount_setattr(2), which the libc crate lacks.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// Whether `path` and the mounts under it can be made read-only in one
+/// call, as the zygote does with every read-only path (Linux 5.12).
+fn mounts_made_read_only(path: &std::ffi::CStr) -> bool {
+    let attributes = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    // SAFETY: `path` is NUL-terminated and `attributes` is a live struct of
+    // the size passed; the kernel only reads both.
+    unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE,
+            &raw const attributes,
+            std::mem::size_of::<MountAttr>(),
+        ) == 0
     }
 }
 

@@ -34,6 +34,15 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 
+# mount_setattr(2) (Linux 5.12); the number of the generic syscall table
+# (x86-64, arm64), as `pyclave doctor` probes it.
+SYS_MOUNT_SETATTR = 442
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+
 PR_SET_NAME = 15
 PR_SET_SECCOMP = 22
 PR_SET_NO_NEW_PRIVS = 38
@@ -70,6 +79,11 @@ def _check(result: int, what: str) -> None:
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
 
 
 class _TmpEntry(ctypes.Structure):
@@ -309,9 +323,14 @@ def _bind_read_only(source: str, target: str, kind: int) -> None:
     else:
         open(target, "w").close()
     _mount(source.encode(), target, None, MS_BIND | MS_REC)
-    # A user namespace (rootless) may not clear flags the source mount has.
-    kept = MS_NOEXEC if os.statvfs(source).f_flag & os.ST_NOEXEC else 0
-    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | kept)
+    # Every mount the recursive bind copied, not only its top (a remount
+    # changes one mount): a host mount under `source` stays read-only too.
+    # Flags are only added, so those a user namespace (rootless) may not
+    # clear, such as noexec, stay.
+    attributes = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
+    _check(_libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, target.encode(), AT_RECURSIVE, ctypes.byref(attributes),
+                         ctypes.sizeof(attributes)),
+           f"make {target} and the mounts under it read-only (mount_setattr, Linux 5.12)")
 
 
 def _make_dev(dev: str) -> None:
