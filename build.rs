@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "worker/native/protobuf.c",
         "worker/native/memory.c",
         "worker/native/mappings.c",
+        "worker/native/prefault.c",
         "worker/native/floor.c",
     ];
     for source in sources.iter().chain(&["worker/native/native.h"]) {

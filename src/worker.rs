@@ -282,7 +282,12 @@ impl Worker {
         let Stillborn { uid, tree: Some(tree), end: Some(end) } = birth else {
             unreachable!("wait_ready checked that the worker has a tree and an end");
         };
-        tracing::debug!(worker = id, confinement_us = ready.confinement_us, "worker handed a job");
+        tracing::debug!(
+            worker = id,
+            confinement_us = ready.confinement_us,
+            pages_copied = ready.pages_copied,
+            "worker handed a job"
+        );
         let cap = settings.limits.max_captured_output_bytes as usize;
         let output = JobOutput::start(pipes.stdout, pipes.stderr, cap);
         Ok(Self {

@@ -72,11 +72,7 @@ async fn workers_that_skip_their_rehearsal_run_their_jobs_right() {
         task.await.expect("caller task");
     }
     let log = supervisor.log();
-    let field = |line: &str, name: &str| {
-        line.split_whitespace()
-            .find_map(|token| token.strip_prefix(name))
-            .map(|value| value.trim_matches('"').to_owned())
-    };
+    let field = log_field;
     let unrehearsed: std::collections::HashSet<String> = log
         .lines()
         .filter(|line| line.contains("worker asked of the zygote"))
@@ -90,6 +86,31 @@ async fn workers_that_skip_their_rehearsal_run_their_jobs_right() {
         .filter(|worker| unrehearsed.contains(worker))
         .count();
     assert!(served > 0, "no worker without a rehearsal ran a job ({} asked for):\n{log}", unrehearsed.len());
+}
+
+/// Each worker copies the zygote's pages a job's path writes in one go, as
+/// the zygote's recorder learnt them when it started serving
+/// (worker/native/prefault.c), and runs its job right.
+#[tokio::test]
+async fn workers_copy_the_pages_a_job_writes_in_one_go() {
+    let supervisor = Supervisor::start_logged("[pool]\nworkers = 2\n");
+    let mut client = supervisor.client().await;
+    const JOBS: usize = 4;
+    for value in 0..JOBS {
+        let reply = client.run(exec(&format!("def main():\n    return {value}\n")), None).await.expect("run");
+        assert_eq!(ok_json(&reply), value.to_string());
+    }
+    let log = supervisor.log();
+    assert!(!log.contains("pyclave zygote: "), "the zygote reported a problem:\n{log}");
+    let copied: Vec<u64> = log
+        .lines()
+        .filter(|line| line.contains("worker handed a job"))
+        .filter_map(|line| log_field(line, "pages_copied="))
+        .map(|count| count.parse().expect("a page count"))
+        .collect();
+    assert!(copied.len() >= JOBS, "a ready worker for each job:\n{log}");
+    // A trivial job's path writes ~280 of the zygote's pages.
+    assert!(copied.iter().all(|&pages| pages >= 50), "pages copied per worker: {copied:?}");
 }
 
 #[tokio::test]

@@ -218,6 +218,11 @@ fn remove_delegated_cgroups(dirs: &[PathBuf]) {
     }
 }
 
+/// The value of `name` (e.g. `"worker="`) in a line of the supervisor's log.
+pub fn log_field(line: &str, name: &str) -> Option<String> {
+    line.split_whitespace().find_map(|token| token.strip_prefix(name)).map(|value| value.trim_matches('"').to_owned())
+}
+
 pub fn exec(code: &str) -> Job {
     Job { kind: JobKind::Exec.into(), code: Some(job::Code::InlineCode(code.into())), ..Job::default() }
 }

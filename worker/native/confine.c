@@ -15,6 +15,7 @@
  * 0. pid namespace (in the zygote)  the worker is pid 1 of its own: its processes see
  *                                 only each other and die with it
  * 1. join the job's cgroup        memory, CPU and pids limits cover everything after
+ *    (then the pages a job's path writes are copied, prefault.c)
  * 2. namespaces                   no view of host mounts, network, IPC, hostname, cgroups;
  *                                 the network namespace is one no other live worker has
  * 3. minimal read-only root       no host files beyond Python and its libraries (the
@@ -291,6 +292,8 @@ static int confine(const struct pyclave_plan *plan, struct pyclave_worker *worke
         CHECK(write(worker->cgroup_fds[i], "0", 1) == 1 ? 0 : -1, "join the job's cgroup");
         close(worker->cgroup_fds[i]);
     }
+    /* In the job's cgroup, which the copies are charged to. */
+    worker->pages_copied = pyclave_copy_learnt_pages();
     if (plan->namespaces) {
         CHECK(setns(worker->network_namespace, CLONE_NEWNET), "setns(net)");
         close(worker->network_namespace);
@@ -399,11 +402,16 @@ pid_t pyclave_fork_worker(const struct pyclave_plan *plan, struct pyclave_worker
 }
 
 /* pyclave.worker.v1 field numbers this file writes. */
-enum { WORKER_EVENT_READY = 1, WORKER_READY_CONFINEMENT_US = 1, WORKER_READY_PROCESS_CPU_US = 2 };
+enum {
+    WORKER_EVENT_READY = 1,
+    WORKER_READY_CONFINEMENT_US = 1,
+    WORKER_READY_PROCESS_CPU_US = 2,
+    WORKER_READY_PAGES_COPIED = 3
+};
 
 /*
  * In a worker once it has rehearsed: sends `WorkerEvent { ready {
- * confinement_us, process_cpu_us } }` on its channel with the read ends of its pipes
+ * confinement_us, process_cpu_us, pages_copied } }` on its channel with the read ends of its pipes
  * (SCM_RIGHTS, with the frame's first byte), then closes them here. Native
  * rather than Python: the dozen objects Python allocated for it (the
  * ancillary data, an array, a control buffer) each landed on a page shared
@@ -415,9 +423,10 @@ int pyclave_report_ready(const struct pyclave_spawned *spawned) {
     if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu) == -1)
         return -1;
     uint64_t process_cpu_us = (uint64_t)cpu.tv_sec * 1000000 + (uint64_t)cpu.tv_nsec / 1000;
-    uint8_t ready[2 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
+    uint8_t ready[3 * (1 + PYCLAVE_VARINT_MAX_BYTES)];
     size_t ready_length = pyclave_put_varint_field(ready, WORKER_READY_CONFINEMENT_US, spawned->confinement_us);
     ready_length += pyclave_put_varint_field(ready + ready_length, WORKER_READY_PROCESS_CPU_US, process_cpu_us);
+    ready_length += pyclave_put_varint_field(ready + ready_length, WORKER_READY_PAGES_COPIED, spawned->pages_copied);
     uint8_t frame[PYCLAVE_FRAME_HEADER_BYTES + 1 + PYCLAVE_VARINT_MAX_BYTES + sizeof ready];
     size_t length = PYCLAVE_FRAME_HEADER_BYTES;
     length += pyclave_put_bytes_field(frame + length, WORKER_EVENT_READY, ready, ready_length);

@@ -200,7 +200,7 @@ int64_t pyclave_move_library_data_to_files(void) {
         if (bss_end > end && next != NULL && next->inode == 0 && next->start == end && next->end >= bss_end &&
             strcmp(next->permissions, "rw-p") == 0)
             end = bss_end;
-        if (pyclave_move_onto_file(mapping->start, end, "pyclave-zygote-library-data") == 0)
+        if (pyclave_move_onto_file(mapping->start, end, PYCLAVE_ZYGOTE_FILE_PREFIX "library-data") == 0)
             moved += (int64_t)(end - mapping->start);
     }
     free(mappings);

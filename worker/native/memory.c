@@ -54,7 +54,7 @@
 
 #include "native.h"
 
-#define HEAP_FILE_NAME "pyclave-zygote-heap"
+#define HEAP_FILE_NAME PYCLAVE_ZYGOTE_FILE_PREFIX "heap"
 /* Address space reserved for arenas (inaccessible, so not committed, until
    handed out): 1,024 of CPython 3.11's 1 MiB arenas; beyond that, arenas
    are mapped one by one as CPython would. */

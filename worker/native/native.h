@@ -3,8 +3,8 @@
  * zygote.c (the zygote's serving loop), confine.c (fork and confinement),
  * sigsys.c (the SIGSYS reporter), protobuf.c (the little of the wire format
  * they write and read by hand), memory.c (the zygote's heaps on a file),
- * mappings.c (fewer mappings in the zygote) and floor.c (the benchmark's fork
- * floor).
+ * mappings.c (fewer mappings in the zygote), prefault.c (the pages every
+ * worker writes, copied in one go) and floor.c (the benchmark's fork floor).
  */
 #ifndef PYCLAVE_NATIVE_H
 #define PYCLAVE_NATIVE_H
@@ -74,6 +74,7 @@ struct pyclave_worker {
     int32_t network_namespace;
     /* Set in the worker: */
     uint64_t confinement_us; /* how long its confinement took */
+    uint64_t pages_copied;   /* prefault.c */
     int32_t started_fd;      /* the start pipe: one byte once the job reached the worker */
     /* The read ends of its stdout, stderr and start pipes, for the supervisor
        (they go with `ready`, and are closed here then). */
@@ -97,6 +98,7 @@ struct pyclave_spawned {
     uint64_t confinement_us;
     uint32_t rehearsal; /* pyclave.worker.v1.Rehearsal */
     int32_t supervisor_fds[PYCLAVE_SUPERVISOR_FDS];
+    uint64_t pages_copied;
 };
 /* confine.c, in a worker once it has rehearsed: `ready` on its channel,
    with the read ends of its pipes (closed here then); 0, or -1 (errno). */
@@ -122,6 +124,9 @@ int64_t pyclave_move_heaps_to_file(void);
 int pyclave_move_onto_file(uintptr_t start, uintptr_t end, const char *name);
 /* The page size of x86-64 and of every page the zygote moves. */
 #define PAGE_BYTES 4096UL
+/* The memfds the zygote's memory moves onto (memory.c, mappings.c) are
+   named with this prefix, which prefault.c looks for. */
+#define PYCLAVE_ZYGOTE_FILE_PREFIX "pyclave-zygote-"
 
 /* mappings.c: merges the read-only segments of loaded libraries into their
    neighbours; the process's mapping count after (0 if it cannot be read
@@ -156,5 +161,17 @@ size_t pyclave_put_varint_field(uint8_t *out, uint32_t field, uint64_t value);
 size_t pyclave_put_bytes_field(uint8_t *out, uint32_t field, const uint8_t *bytes, size_t length);
 /* Writes the frame header for a `length`-byte message at `out`. */
 void pyclave_put_frame_header(uint8_t *out, uint32_t length);
+
+/* prefault.c, in the zygote once, when it starts serving: forks a recorder
+   that runs a job's path (returns 0 there, with `*recorder_fd` where its
+   pages go) and learns from it which pages workers copy (returns 1, also
+   when it could not: the reason is on stderr). */
+int pyclave_learn_copied_pages(int *recorder_fd);
+/* prefault.c, in the recorder once it has run the path: sends the runs of
+   pages it copied from the zygote's files to `fd`; 0, or -1 (errno). */
+int pyclave_record_copied_pages(int fd);
+/* prefault.c, in each worker: copies the learnt pages now; returns how
+   many it copied. */
+uint64_t pyclave_copy_learnt_pages(void);
 
 #endif

@@ -520,6 +520,7 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         spawned->started_fd = worker.started_fd;
         memcpy(spawned->supervisor_fds, worker.supervisor_fds, sizeof worker.supervisor_fds);
         spawned->confinement_us = worker.confinement_us;
+        spawned->pages_copied = worker.pages_copied;
         spawned->rehearsal = spawn->rehearsal;
         return pid;
     }
@@ -589,7 +590,9 @@ static int stop_serving(struct server *server, int result) {
  * 1) or something fails (-1, "what: reason" in `error`). Returns 0 in each
  * new, confined worker (`spawned` says its channel, its start pipe and how
  * long confinement took) and -2 in a worker that could not confine itself (`error` says why;
- * it must report that on `spawned->channel_fd` and exit).
+ * it must report that on `spawned->channel_fd` and exit). Returns 2 first,
+ * in the recorder (prefault.c): unconfined, it must run a job's path, send
+ * the pages it copied to `spawned->channel_fd` and exit.
  */
 int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_spawned *spawned, char *error,
                   size_t error_size) {
@@ -602,6 +605,8 @@ int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_s
                 strerror(errno));
     if (pyclave_move_heaps_to_file() == -1)
         fprintf(stderr, "pyclave zygote: moving the heaps onto a file: %s; workers fork without it\n", strerror(errno));
+    if (pyclave_learn_copied_pages(&spawned->channel_fd) == 0)
+        return 2; /* the recorder */
     if (plan->namespaces) {
         /* A network namespace of the zygote's own, first: it needs none of
            the host's, and it can come back to one its user namespace owns

@@ -113,7 +113,15 @@ class _Plan(ctypes.Structure):
 
 class _Spawned(ctypes.Structure):
     _fields_ = [("channel_fd", ctypes.c_int32), ("started_fd", ctypes.c_int32), ("confinement_us", ctypes.c_uint64),
-                ("rehearsal", ctypes.c_uint32), ("supervisor_fds", ctypes.c_int32 * 3)]
+                ("rehearsal", ctypes.c_uint32), ("supervisor_fds", ctypes.c_int32 * 3), ("pages_copied", ctypes.c_uint64)]
+
+
+class Recorder(NamedTuple):
+    """What the zygote's recorder goes on with (worker.record)."""
+
+    # Sends the runs of pages copied from the zygote's files so far
+    # (native: pyclave_record_copied_pages) to the zygote.
+    send_copied_pages: Callable[[], None]
 
 
 class Spawned(NamedTuple):
@@ -143,6 +151,9 @@ class Prepared:
         self._report_ready_native = library.pyclave_report_ready
         self._report_ready_native.argtypes = [ctypes.POINTER(_Spawned)]
         self._report_ready_native.restype = ctypes.c_int
+        self._record_copied_pages = library.pyclave_record_copied_pages
+        self._record_copied_pages.argtypes = [ctypes.c_int]
+        self._record_copied_pages.restype = ctypes.c_int
         self._error = ctypes.create_string_buffer(512)
         own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if plan.namespaces else -1
         # Everything the plan points to stays referenced here.
@@ -165,14 +176,15 @@ class Prepared:
         # Otherwise the worker reseeds numpy from Python.
         self.reseeds_numpy = bool(self._plan.numpy_random_state)
 
-    def serve(self, control_fd: int) -> Spawned | None:
+    def serve(self, control_fd: int) -> Spawned | Recorder | None:
         """Serves the supervisor's spawn commands in native code
         (worker/native/zygote.c): forks workers, each confined first thing,
         and reaps them.
 
         Returns None in the zygote once the supervisor has closed the channel
         (raises ServingError if it cannot go on). Returns what it goes on
-        with in each new, confined worker;
+        with in each new, confined worker, and in the recorder the zygote
+        forks first (worker/native/prefault.c);
         raises WorkerConfinementFailed in a worker that could not confine
         itself.
         """
@@ -185,6 +197,8 @@ class Prepared:
         if result == 0:
             return Spawned(spawned.channel_fd, spawned.started_fd, spawned.rehearsal,
                            functools.partial(self._report_ready, spawned))
+        if result == 2:
+            return Recorder(functools.partial(self._send_copied_pages, spawned.channel_fd))
         if result == -2:
             raise WorkerConfinementFailed(spawned.channel_fd, reason)
         raise ServingError(reason)
@@ -193,6 +207,11 @@ class Prepared:
         if self._report_ready_native(spawned) != 0:
             errno = ctypes.get_errno()
             raise OSError(errno, f"report ready: {os.strerror(errno)}")
+
+    def _send_copied_pages(self, fd: int) -> None:
+        if self._record_copied_pages(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"record the pages copied: {os.strerror(errno)}")
 
 
 def _numpy_random_state() -> int | None:

@@ -53,6 +53,22 @@ def run(spawned: confine.Spawned, numpy_reseeded: bool) -> None:
     os._exit(0)
 
 
+def record(recorder: confine.Recorder, numpy_reseeded: bool) -> None:
+    """In the zygote's recorder (worker/native/prefault.c), unconfined: a
+    worker's path without its confinement (the reseed, then a job's path,
+    the rehearsal's), and the pages that copied from the zygote's, which
+    every worker then copies at once. Never returns: the process exits."""
+    try:
+        _reseed(numpy_reseeded)
+        rehearse()
+        recorder.send_copied_pages()
+    except Exception as error:  # the zygote goes on without what it records
+        print(f"pyclave zygote's recorder: {error!r}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
+    os._exit(0)
+
+
 def report_confinement_failure(channel_fd: int, reason: str) -> None:
     """In a worker that could not confine itself: it serves nothing."""
     _send(socket.socket(fileno=channel_fd), worker_pb2.WorkerEvent(confinement_failed=reason))

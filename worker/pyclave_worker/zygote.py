@@ -77,9 +77,12 @@ def main(control_fd: int) -> None:
     if spawned is None:
         return  # the supervisor is gone
     try:
-        worker.run(spawned, prepared.reseeds_numpy)
+        if isinstance(spawned, confine.Recorder):
+            worker.record(spawned, prepared.reseeds_numpy)
+        else:
+            worker.run(spawned, prepared.reseeds_numpy)
     finally:
-        os._exit(70)  # EX_SOFTWARE: worker.run never returns or raises
+        os._exit(70)  # EX_SOFTWARE: neither returns or raises
 
 
 def _receive_plan(control: socket.socket, decoder: wire.FrameDecoder) -> worker_pb2.SandboxPlan:

@@ -1,0 +1,201 @@
+/*
+ * The pages every worker writes, copied in one go when it starts.
+ *
+ * A worker writes to a few hundred of the zygote's pages on a job's path
+ * (reference counts in shared objects, mostly on the heap file, memory.c,
+ * and the libraries' data, mappings.c), and each write is a copy-on-write
+ * fault: a trap per page, expensive in a guest whose page tables the
+ * hypervisor shadows. Which pages those are depends only on the zygote's
+ * memory and the job path, so the zygote learns them once: when it starts
+ * serving it forks a recorder, which runs the worker's path (its reseed and
+ * a rehearsal job, worker.py) unconfined, since it runs no job's code, then
+ * reads its own page map and sends back the runs of pages it copied from
+ * the zygote's files. Each worker then asks for copies of those runs with
+ * MADV_POPULATE_WRITE, one call per run, right after it joins its job's
+ * cgroup (the memory is the job's). Nothing here is needed for
+ * correctness: a copy has the zygote's bytes, as a fault's would; a failed
+ * call only leaves the faults to happen.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "native.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+/* More runs than a job's path writes (~200): the rest fault as before. */
+#define MAX_RUNS 1024
+/* /proc/self/pagemap: one little-endian word per page. */
+#define PAGE_PRESENT (1ULL << 63)
+#define PAGE_FILE_OR_SHARED (1ULL << 61)
+#define PAGE_EXCLUSIVE (1ULL << 56)
+#define PAGEMAP_WORDS_PER_READ 512
+
+struct page_run {
+    uintptr_t start;
+    uintptr_t end;
+};
+
+/* In the zygote once it has learnt them; every worker reads them. */
+static struct page_run learnt_runs[MAX_RUNS];
+static size_t learnt_run_count;
+
+struct run_list {
+    struct page_run runs[MAX_RUNS];
+    size_t count;
+};
+
+static void add_page(struct run_list *list, uintptr_t page) {
+    if (list->count > 0 && list->runs[list->count - 1].end == page) {
+        list->runs[list->count - 1].end = page + PAGE_BYTES;
+        return;
+    }
+    if (list->count < MAX_RUNS)
+        list->runs[list->count++] = (struct page_run){page, page + PAGE_BYTES};
+}
+
+/* Adds the pages of [start, end) this process copied (present, anonymous,
+   mapped by it alone: not the file's, and not a copy the zygote made for
+   itself before the fork, which both map). */
+static int add_copied_pages(int pagemap, uintptr_t start, uintptr_t end, struct run_list *list) {
+    uint64_t words[PAGEMAP_WORDS_PER_READ];
+    for (uintptr_t page = start; page < end;) {
+        size_t pages = (end - page) / PAGE_BYTES;
+        if (pages > PAGEMAP_WORDS_PER_READ)
+            pages = PAGEMAP_WORDS_PER_READ;
+        ssize_t got = pread(pagemap, words, pages * sizeof *words, (off_t)(page / PAGE_BYTES * sizeof *words));
+        if (got <= 0 || got % sizeof *words != 0) {
+            if (got == 0)
+                errno = EIO;
+            return -1;
+        }
+        for (size_t i = 0; i < (size_t)got / sizeof *words; i++, page += PAGE_BYTES)
+            if ((words[i] & (PAGE_PRESENT | PAGE_FILE_OR_SHARED | PAGE_EXCLUSIVE)) == (PAGE_PRESENT | PAGE_EXCLUSIVE))
+                add_page(list, page);
+    }
+    return 0;
+}
+
+int pyclave_record_copied_pages(int fd) {
+    static struct run_list list; /* too big for the stack */
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (maps == NULL)
+        return -1;
+    int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (pagemap == -1) {
+        int saved = errno;
+        fclose(maps);
+        errno = saved;
+        return -1;
+    }
+    char line[512];
+    int result = 0;
+    while (result == 0 && fgets(line, sizeof line, maps) != NULL) {
+        uintptr_t start, end;
+        char permissions[5];
+        int name_at = 0;
+        if (sscanf(line, "%lx-%lx %4s %*s %*s %*s %n", &start, &end, permissions, &name_at) != 3 || name_at == 0)
+            continue;
+        /* The zygote's memory on files: its heaps and the libraries' data. */
+        if (strcmp(permissions, "rw-p") == 0 && strncmp(line + name_at, "/memfd:" PYCLAVE_ZYGOTE_FILE_PREFIX,
+                                                        strlen("/memfd:" PYCLAVE_ZYGOTE_FILE_PREFIX)) == 0)
+            result = add_copied_pages(pagemap, start, end, &list);
+    }
+    int saved = errno;
+    fclose(maps);
+    close(pagemap);
+    if (result == -1) {
+        errno = saved;
+        return -1;
+    }
+    const char *bytes = (const char *)list.runs;
+    size_t length = list.count * sizeof *list.runs;
+    for (size_t done = 0; done < length;) {
+        ssize_t written = write(fd, bytes + done, length - done);
+        if (written == -1 && errno == EINTR)
+            continue;
+        if (written <= 0)
+            return -1;
+        done += (size_t)written;
+    }
+    return 0;
+}
+
+/* Reads the recorder's runs from `fd` into `learnt_runs`; 0, or -1 (errno). */
+static int read_runs(int fd) {
+    size_t length = 0;
+    char *bytes = (char *)learnt_runs;
+    while (length < sizeof learnt_runs) {
+        ssize_t got = read(fd, bytes + length, sizeof learnt_runs - length);
+        if (got == -1 && errno == EINTR)
+            continue;
+        if (got == -1)
+            return -1;
+        if (got == 0)
+            break;
+        length += (size_t)got;
+    }
+    if (length % sizeof *learnt_runs != 0) {
+        errno = EPROTO;
+        return -1;
+    }
+    learnt_run_count = length / sizeof *learnt_runs;
+    return 0;
+}
+
+/* The zygote learns nothing: workers fault their pages in one by one. */
+static int give_up(const char *what) {
+    learnt_run_count = 0;
+    fprintf(stderr, "pyclave zygote: %s: %s; workers copy the zygote's pages as they fault\n", what, strerror(errno));
+    return 1;
+}
+
+int pyclave_learn_copied_pages(int *recorder_fd) {
+    int runs[2];
+    if (pipe2(runs, O_CLOEXEC) == -1)
+        return give_up("a pipe for the recorder");
+    pid_t recorder = pyclave_fork_without_handlers();
+    if (recorder == 0) {
+        close(runs[0]);
+        *recorder_fd = runs[1];
+        return 0;
+    }
+    close(runs[1]);
+    if (recorder == -1) {
+        close(runs[0]);
+        return give_up("fork the recorder");
+    }
+    int read = read_runs(runs[0]);
+    int saved = errno;
+    close(runs[0]);
+    int status;
+    while (waitpid(recorder, &status, 0) == -1)
+        if (errno != EINTR)
+            return give_up("wait for the recorder");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        learnt_run_count = 0;
+        fprintf(stderr, "pyclave zygote: the recorder ended with wait status %#x; workers copy the zygote's pages as "
+                        "they fault\n", (unsigned int)status);
+        return 1;
+    }
+    errno = saved;
+    return read == -1 ? give_up("read the recorder's pages") : 1;
+}
+
+uint64_t pyclave_copy_learnt_pages(void) {
+    uint64_t copied = 0;
+    for (size_t i = 0; i < learnt_run_count; i++) {
+        size_t bytes = learnt_runs[i].end - learnt_runs[i].start;
+        if (madvise((void *)learnt_runs[i].start, bytes, MADV_POPULATE_WRITE) == 0)
+            copied += bytes / PAGE_BYTES;
+    }
+    return copied;
+}
