@@ -29,18 +29,27 @@ def run(spawned: confine.Spawned, numpy_reseeded: bool) -> None:
     byte into the start pipe (closed before the user's code runs) tells the
     supervisor, should the worker die, that the job reached it."""
     channel = socket.socket(fileno=spawned.channel_fd)
-    started_fd = spawned.started_fd
     _reseed(numpy_reseeded)
     if spawned.rehearsal != worker_pb2.REHEARSAL_NONE:
         rehearse()
     if spawned.rehearsal == worker_pb2.REHEARSAL_EXEC_AND_TRANSFORM:
         job.rehearse_transform()
     spawned.report_ready()
+    _serve_one_job(channel, spawned.started_fd)
+    os._exit(0)
 
+
+def _serve_one_job(channel: socket.socket, started_fd: int) -> None:
+    """A job's path from its frame to its result: the job arrives on
+    `channel` (with its table fds), one byte into `started_fd` (then closed)
+    says it did, the result goes back on `channel`. Returns at once if the
+    channel closed first (the supervisor retired the worker). The rehearsal
+    runs this very function, so a job touches nothing it has not touched
+    already."""
     reader = wire.FrameReader(channel, _MAX_JOB_FRAME_BYTES)
     frame = reader.read_frame()
     if frame is None:
-        os._exit(0)  # retired by the supervisor before it got a job
+        return
     request = worker_pb2.WorkerJob.FromString(frame)
     input_fd = reader.take_fd() if request.has_input_table else None
     output_fd = reader.take_fd() if request.has_output_table else None
@@ -50,7 +59,6 @@ def run(spawned: confine.Spawned, numpy_reseeded: bool) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     _send_result(channel, result)
-    os._exit(0)
 
 
 def record(recorder: confine.Recorder, numpy_reseeded: bool) -> None:
@@ -86,15 +94,15 @@ def _reseed(numpy_reseeded: bool) -> None:
 
 def rehearse() -> None:
     """Runs a trivial job's path once, off the job's clock, through a
-    socket pair of its own: the pages a job touches first (interpreter
-    state, the frame reader, protobuf, the compiler, json) are copied from
-    the zygote now rather than while the caller waits."""
+    socket pair and a pipe of its own: the pages a job touches first
+    (interpreter state, the frame reader, protobuf, the compiler, json) are
+    copied from the zygote now rather than while the caller waits."""
     ours, theirs = socket.socketpair()
+    started_read, started_write = os.pipe()
     with ours, theirs:
         wire.send_frame(theirs, _REHEARSAL)
-        request = worker_pb2.WorkerJob.FromString(wire.FrameReader(ours, _MAX_JOB_FRAME_BYTES).read_frame())
-        result = job.execute(request, None, None)
-        _send_result(theirs, result)
+        _serve_one_job(ours, started_write)
+    os.close(started_read)
 
 
 def _send_result(channel: socket.socket, result: worker_pb2.JobResult) -> None:
