@@ -247,6 +247,7 @@ mod tests {
             "acct",
             "settimeofday",
             "sethostname",
+            "process_madvise",
         ] {
             assert!(!allowed.iter().any(|name| name == denied), "{denied} must not be allowed");
         }
