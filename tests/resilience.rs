@@ -113,58 +113,6 @@ async fn workers_copy_the_pages_a_job_writes_in_one_go() {
     assert!(copied.iter().all(|&pages| pages >= 50), "pages copied per worker: {copied:?}");
 }
 
-/// The interpreter's code runs from huge pages the zygote shares with its
-/// workers (worker/native/mappings.c): a job finds every 2 MiB-aligned part
-/// of the code mapping around `PyEval_EvalCode` on anonymous huge pages,
-/// where the host gives huge pages.
-#[tokio::test]
-async fn the_interpreter_code_is_on_huge_pages() {
-    let host_has_huge_pages = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-        .is_ok_and(|setting| !setting.contains("[never]"));
-    let supervisor = Supervisor::start_logged("[pool]\nworkers = 1\n");
-    let mut client = supervisor.client().await;
-    let code = r#"
-import ctypes
-
-HUGE = 2 << 20
-
-def main():
-    code = ctypes.cast(ctypes.pythonapi.PyEval_EvalCode, ctypes.c_void_p).value
-    spans, huge_kb = [], {}
-    with open('/proc/self/smaps') as smaps:
-        for line in smaps:
-            fields = line.split()
-            if not fields[0].endswith(':'):  # a mapping's first line
-                start, end = (int(x, 16) for x in fields[0].split('-'))
-                current = (start, end, fields[1])
-                spans.append(current)
-            elif fields[0] == 'AnonHugePages:':
-                huge_kb[current] = int(fields[1])
-    # The executable mappings next to each other around the code.
-    executable = [span for span in spans if span[2] == 'r-xp']
-    around = [span for span in executable if span[0] <= code < span[1]]
-    first, last = around[0][0], around[0][1]
-    for start, end, _ in executable:
-        if end == first:
-            first = start
-    for start, end, _ in sorted(executable):
-        if start == last:
-            last = end
-    aligned = max(0, last // HUGE * HUGE - (first + HUGE - 1) // HUGE * HUGE)
-    on_huge = sum(kb for span, kb in huge_kb.items() if span[2] == 'r-xp' and first <= span[0] < last)
-    return [aligned // 1024, on_huge]
-"#;
-    let reply = client.run(exec(code), None).await.expect("run");
-    let [aligned_kb, on_huge_kb]: [u64; 2] = serde_json::from_str(&ok_json(&reply)).expect("two numbers");
-    assert!(aligned_kb > 0, "this interpreter's code has no 2 MiB-aligned part: the test shows nothing here");
-    if host_has_huge_pages {
-        assert_eq!(on_huge_kb, aligned_kb, "every aligned part of the code is on huge pages");
-    } else {
-        assert_eq!(on_huge_kb, 0, "no huge pages on this host");
-    }
-    assert!(!supervisor.log().contains("pyclave zygote: "), "the zygote reported a problem:\n{}", supervisor.log());
-}
-
 #[tokio::test]
 async fn every_job_runs_in_a_fresh_process() {
     let supervisor = Supervisor::start("[pool]\nworkers = 2\n");

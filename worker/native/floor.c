@@ -1,9 +1,8 @@
 /*
  * The floor of this design, for `pyclave bench`: fork, exit and wait, the
  * way the zygote forks its workers (from native code, no Python in between,
- * without atfork handlers, its libraries' data and its heaps on files and
- * the interpreter's code on huge pages first as the zygote's are:
- * mappings.c, memory.c).
+ * without atfork handlers, its libraries' data and its heaps on files first
+ * as the zygote's are: mappings.c, memory.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,8 +14,7 @@
 /* `count` rounds of fork, _exit(0) and waitpid; each round's microseconds
    go to `latencies_us`. Returns 0, or -1 (errno). */
 int pyclave_fork_exit_wait(uint64_t count, uint64_t *latencies_us) {
-    if (pyclave_move_library_data_to_files() == -1 || pyclave_move_interpreter_code_to_huge_pages() == -1 ||
-        pyclave_move_heaps_to_file() == -1)
+    if (pyclave_move_library_data_to_files() == -1 || pyclave_move_heaps_to_file() == -1)
         return -1;
     for (uint64_t i = 0; i < count; i++) {
         uint64_t started = pyclave_monotonic_us();

@@ -19,7 +19,6 @@
  * of its own process), so the boundary is the process and its confinement.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
 #include <stdio.h>
@@ -28,10 +27,6 @@
 #include <sys/mman.h>
 
 #include "native.h"
-
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25 /* Linux 6.1 */
-#endif
 
 /* Loaded objects have one writable segment each, rarely two (a pandas
    zygote has ~100 objects). */
@@ -233,72 +228,4 @@ int64_t pyclave_merge_library_mappings(void) {
         return 0;
     free(mappings);
     return merged;
-}
-
-/*
- * The interpreter's code on huge pages. A worker's job runs mostly
- * libpython's code, ~4 MiB of it in 4 KiB pages of its file: every worker
- * faults the ones it runs into its page tables (fork copies no entries of a
- * file's mapping; ~35 faults, each mapping up to 16 pages) and drops them
- * on exit, and in this guest a page touched again after other processes
- * ran is dear (a page walk that misses). The 2 MiB-aligned parts of its
- * code mapping are copied onto anonymous huge pages and moved over the
- * originals, at the same addresses, with the same bytes: fork copies one
- * entry per 2 MiB, no worker faults on them or writes to them (code is
- * never written), so they stay shared. Called before huge pages are turned
- * off for the zygote (memory.c), which keeps those it has. Returns the
- * bytes moved (0 when the mapping has no aligned 2 MiB part, or the host
- * gives no huge pages), or -1 (errno).
- */
-int64_t pyclave_move_interpreter_code_to_huge_pages(void) {
-    const unsigned long huge = 2UL << 20;
-    unsigned long code = (unsigned long)dlsym(RTLD_DEFAULT, "PyEval_EvalCode");
-    if (code == 0) {
-        errno = ENOENT;
-        return -1;
-    }
-    struct mapping *mappings;
-    ssize_t count = read_mappings(&mappings);
-    if (count < 0)
-        return -1;
-    unsigned long first = 0, last = 0;
-    for (ssize_t i = 0; i < count; i++)
-        if (mappings[i].start <= code && code < mappings[i].end && strcmp(mappings[i].permissions, "r-xp") == 0) {
-            first = (mappings[i].start + huge - 1) / huge * huge;
-            last = mappings[i].end / huge * huge;
-        }
-    free(mappings);
-    if (last <= first)
-        return 0;
-    size_t length = last - first;
-    char *staging = mmap(NULL, length + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (staging == MAP_FAILED)
-        return -1;
-    char *aligned = (char *)(((unsigned long)staging + huge - 1) / huge * huge);
-    if (aligned > staging)
-        munmap(staging, (size_t)(aligned - staging));
-    munmap(aligned + length, (size_t)(staging + huge - aligned));
-    if (madvise(aligned, length, MADV_HUGEPAGE) == -1) {
-        int saved = errno;
-        munmap(aligned, length);
-        errno = saved;
-        return -1;
-    }
-    memcpy(aligned, (const void *)first, length);
-    /* Huge pages or nothing: the same code in 4 KiB anonymous pages would
-       have every fork copy an entry for each. The collapse is a no-op
-       where the copy already got huge pages, and fails where the host
-       gives none (or before Linux 6.1). */
-    if (madvise(aligned, length, MADV_COLLAPSE) == -1) {
-        munmap(aligned, length);
-        return 0;
-    }
-    if (mprotect(aligned, length, PROT_READ | PROT_EXEC) == -1 ||
-        mremap(aligned, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)first) == MAP_FAILED) {
-        int saved = errno;
-        munmap(aligned, length);
-        errno = saved;
-        return -1;
-    }
-    return (int64_t)length;
 }

@@ -136,10 +136,6 @@ int64_t pyclave_merge_library_mappings(void);
    onto a file of its own (once, after the merge); bytes moved, or -1 (errno) when the
    mappings cannot be read. */
 int64_t pyclave_move_library_data_to_files(void);
-/* mappings.c: the 2 MiB-aligned parts of libpython's code onto anonymous
-   huge pages, at the same addresses (before memory.c turns huge pages
-   off); bytes moved, or -1 (errno). */
-int64_t pyclave_move_interpreter_code_to_huge_pages(void);
 
 /* protobuf.c: a frame is a 4-byte big-endian length, then one message. */
 #define PYCLAVE_FRAME_HEADER_BYTES 4

@@ -603,9 +603,6 @@ int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_s
     if (pyclave_move_library_data_to_files() == -1)
         fprintf(stderr, "pyclave zygote: moving libraries' data onto files: %s; workers fork without it\n",
                 strerror(errno));
-    if (pyclave_move_interpreter_code_to_huge_pages() == -1)
-        fprintf(stderr, "pyclave zygote: moving the interpreter's code onto huge pages: %s; workers map it as they "
-                        "run it\n", strerror(errno));
     if (pyclave_move_heaps_to_file() == -1)
         fprintf(stderr, "pyclave zygote: moving the heaps onto a file: %s; workers fork without it\n", strerror(errno));
     if (pyclave_learn_copied_pages(&spawned->channel_fd) == 0)
