@@ -72,17 +72,16 @@ async fn workers_that_skip_their_rehearsal_run_their_jobs_right() {
         task.await.expect("caller task");
     }
     let log = supervisor.log();
-    let field = log_field;
     let unrehearsed: std::collections::HashSet<String> = log
         .lines()
         .filter(|line| line.contains("worker asked of the zygote"))
-        .filter(|line| field(line, "rehearsal=").as_deref() == Some("REHEARSAL_NONE"))
-        .filter_map(|line| field(line, "worker="))
+        .filter(|line| log_field(line, "rehearsal=").as_deref() == Some("REHEARSAL_NONE"))
+        .filter_map(|line| log_field(line, "worker="))
         .collect();
     let served = log
         .lines()
         .filter(|line| line.contains("worker handed a job"))
-        .filter_map(|line| field(line, "worker="))
+        .filter_map(|line| log_field(line, "worker="))
         .filter(|worker| unrehearsed.contains(worker))
         .count();
     assert!(served > 0, "no worker without a rehearsal ran a job ({} asked for):\n{log}", unrehearsed.len());
@@ -109,7 +108,7 @@ async fn workers_copy_the_pages_a_job_writes_in_one_go() {
         .map(|count| count.parse().expect("a page count"))
         .collect();
     assert!(copied.len() >= JOBS, "a ready worker for each job:\n{log}");
-    // A trivial job's path writes ~280 of the zygote's pages.
+    // A trivial job's path writes ~340 of the zygote's pages.
     assert!(copied.iter().all(|&pages| pages >= 50), "pages copied per worker: {copied:?}");
 }
 

@@ -113,7 +113,8 @@ class _Plan(ctypes.Structure):
 
 class _Spawned(ctypes.Structure):
     _fields_ = [("channel_fd", ctypes.c_int32), ("started_fd", ctypes.c_int32), ("confinement_us", ctypes.c_uint64),
-                ("rehearsal", ctypes.c_uint32), ("supervisor_fds", ctypes.c_int32 * 3), ("pages_copied", ctypes.c_uint64)]
+                ("rehearsal", ctypes.c_uint32), ("supervisor_fds", ctypes.c_int32 * 3),
+                ("pages_copied", ctypes.c_uint64)]
 
 
 class Recorder(NamedTuple):

@@ -82,7 +82,7 @@ def main(control_fd: int) -> None:
         else:
             worker.run(spawned, prepared.reseeds_numpy)
     finally:
-        os._exit(70)  # EX_SOFTWARE: neither returns or raises
+        os._exit(70)  # EX_SOFTWARE: neither returns nor raises
 
 
 def _receive_plan(control: socket.socket, decoder: wire.FrameDecoder) -> worker_pb2.SandboxPlan:
