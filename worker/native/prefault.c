@@ -19,9 +19,12 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -39,6 +42,9 @@
 #define SYS_process_madvise 440
 #endif
 
+/* The recorder runs pyclave's own rehearsal, ~0.1 s; the zygote serves no
+   spawn while it waits, and stops waiting after this. */
+#define RECORDER_TIME_LIMIT_MS 10000
 /* More runs than a job's path writes (~200): the rest fault as before. */
 #define MAX_RUNS 1024
 /* /proc/self/pagemap: one little-endian word per page. */
@@ -134,11 +140,24 @@ int pyclave_record_copied_pages(int fd) {
     return 0;
 }
 
-/* Reads the recorder's runs from `fd` into `learnt_runs`; 0, or -1 (errno). */
-static int read_runs(int fd) {
+/* Reads the recorder's runs from `fd` into `learnt_runs` until it closes
+   the pipe, within RECORDER_TIME_LIMIT_MS of `started_us`; 0, or -1 (errno;
+   ETIMEDOUT once the time is up). */
+static int read_runs(int fd, uint64_t started_us) {
     size_t length = 0;
     char *bytes = (char *)learnt_runs;
     while (length < sizeof learnt_runs) {
+        uint64_t elapsed_ms = (pyclave_monotonic_us() - started_us) / 1000;
+        if (elapsed_ms >= RECORDER_TIME_LIMIT_MS) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        struct pollfd readable = {.fd = fd, .events = POLLIN};
+        int ready = poll(&readable, 1, (int)(RECORDER_TIME_LIMIT_MS - elapsed_ms));
+        if (ready == 0 || (ready == -1 && errno == EINTR))
+            continue;
+        if (ready == -1)
+            return -1;
         ssize_t got = read(fd, bytes + length, sizeof learnt_runs - length);
         if (got == -1 && errno == EINTR)
             continue;
@@ -167,8 +186,13 @@ int pyclave_learn_copied_pages(int *recorder_fd) {
     int runs[2];
     if (pipe2(runs, O_CLOEXEC) == -1)
         return give_up("a pipe for the recorder");
+    pid_t zygote = getpid();
+    uint64_t started_us = pyclave_monotonic_us();
     pid_t recorder = pyclave_fork_without_handlers();
     if (recorder == 0) {
+        /* It never outlives the zygote, which may stop waiting for it. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != zygote)
+            _exit(1);
         close(runs[0]);
         *recorder_fd = runs[1];
         return 0;
@@ -178,13 +202,20 @@ int pyclave_learn_copied_pages(int *recorder_fd) {
         close(runs[0]);
         return give_up("fork the recorder");
     }
-    int read = read_runs(runs[0]);
+    int read = read_runs(runs[0], started_us);
     int saved = errno;
     close(runs[0]);
+    if (read == -1 && saved == ETIMEDOUT)
+        kill(recorder, SIGKILL);
     int status;
     while (waitpid(recorder, &status, 0) == -1)
         if (errno != EINTR)
             return give_up("wait for the recorder");
+    if (read == -1 && saved == ETIMEDOUT) {
+        fprintf(stderr, "pyclave zygote: the recorder did not finish within %d ms; workers copy the zygote's pages as "
+                        "they fault\n", RECORDER_TIME_LIMIT_MS);
+        return 1;
+    }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         learnt_run_count = 0;
         fprintf(stderr, "pyclave zygote: the recorder ended with wait status %#x; workers copy the zygote's pages as "
