@@ -30,6 +30,7 @@ use crate::proto::worker::Rehearsal;
 use crate::reaper::WorkerEnd;
 use crate::sandbox::ids::UidPool;
 use crate::worker::{Finished, ReadyProbe, RunEnd, Worker, WorkerError, WorkerSettings};
+use crate::zygote::Warming;
 use crate::zygote::{Zygote, error_chain};
 
 const RESTART_DELAY: Duration = Duration::from_millis(200);
@@ -161,14 +162,28 @@ impl RecentJobs {
     fn rehearsal(&self, warm_transforms: bool) -> Rehearsal {
         if self.found_none_ready.load(Ordering::Relaxed) != 0 {
             Rehearsal::None
-        } else if warm_transforms
-            && self.kinds.load(Ordering::Relaxed).count_ones() >= 8
-            && !self.under_load.load(Ordering::Relaxed)
-        {
+        } else if self.mostly_transforms(warm_transforms) && !self.under_load.load(Ordering::Relaxed) {
             Rehearsal::ExecAndTransform
         } else {
             Rehearsal::Exec
         }
+    }
+
+    /// At least half of the recent jobs were transforms (`warm_transforms`
+    /// off: never).
+    fn mostly_transforms(&self, warm_transforms: bool) -> bool {
+        warm_transforms && self.kinds.load(Ordering::Relaxed).count_ones() >= 8
+    }
+
+    /// A worker copies a transform's pages at its start (one call, rather
+    /// than a fault per page on the job's path) when recent jobs were mostly
+    /// transforms, unless it rehearses one: the rehearsal copies them
+    /// itself, and copying them first made the job after it slower (README,
+    /// Benchmarks).
+    fn warming(&self, warm_transforms: bool) -> Warming {
+        let rehearsal = self.rehearsal(warm_transforms);
+        let transform_pages = self.mostly_transforms(warm_transforms) && rehearsal != Rehearsal::ExecAndTransform;
+        Warming { rehearsal, transform_pages }
     }
 }
 
@@ -211,7 +226,7 @@ impl Shared {
             disabled_layers: &self.disabled_layers,
             pid_namespaces: self.pid_namespaces,
             cores: self.cores,
-            rehearsal: self.recent_jobs.rehearsal(self.warm_transforms),
+            warming: self.recent_jobs.warming(self.warm_transforms),
         }
     }
 }
@@ -506,6 +521,29 @@ mod tests {
         assert_eq!(recent.rehearsal(true), Rehearsal::ExecAndTransform, "still 8 of the last 16");
         recent.record(false, false, false);
         assert_eq!(recent.rehearsal(true), Rehearsal::Exec, "the oldest transforms fell out");
+    }
+
+    #[test]
+    fn transform_pages_are_copied_after_a_run_of_transforms_unless_one_is_rehearsed() {
+        let recent = RecentJobs::default();
+        for _ in 0..7 {
+            recent.record(true, true, true);
+        }
+        assert!(!recent.warming(true).transform_pages, "7 of the last 16");
+        recent.record(true, true, true);
+        let warming = |rehearsal, transform_pages| Warming { rehearsal, transform_pages };
+        assert_eq!(recent.warming(true), warming(Rehearsal::None, true), "8, none found ready");
+        assert_eq!(recent.warming(false), warming(Rehearsal::None, false), "warm_transforms off");
+        for _ in 0..8 {
+            recent.record(true, true, false);
+        }
+        assert_eq!(recent.warming(true), warming(Rehearsal::Exec, true), "under load");
+        recent.record(true, false, false);
+        assert_eq!(recent.warming(true), warming(Rehearsal::ExecAndTransform, false), "rehearsed instead");
+        for _ in 0..16 {
+            recent.record(false, true, false);
+        }
+        assert_eq!(recent.warming(true), warming(Rehearsal::Exec, false), "the transforms fell out");
     }
 
     #[test]

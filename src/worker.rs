@@ -25,10 +25,10 @@ use crate::job::JobSpec;
 use crate::job_tree::JobTree;
 use crate::outcome::{self, Ending, Evidence};
 use crate::proto::api::{self, CapturedOutput, Usage, outcome::Kind};
-use crate::proto::worker::{JobResult, Rehearsal, WorkerEvent, WorkerJob, WorkerReady, job_result, worker_event};
+use crate::proto::worker::{JobResult, WorkerEvent, WorkerJob, WorkerReady, job_result, worker_event};
 use crate::reaper::{EndWatch, ExitStatus, WorkerEnd};
 use crate::sandbox::ids::{UidLease, UidPool};
-use crate::zygote::{WorkerFds, Zygote, ZygoteError};
+use crate::zygote::{Warming, WorkerFds, Zygote, ZygoteError};
 
 /// How long a forked worker may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,8 +97,8 @@ pub struct WorkerSettings<'a> {
     /// the kernel has killed and reaped every process of its job.
     pub pid_namespaces: bool,
     pub cores: u32,
-    /// What new workers run on themselves before they report ready.
-    pub rehearsal: Rehearsal,
+    /// What new workers do to themselves before they report ready.
+    pub warming: Warming,
 }
 
 /// How [`Worker::run`] ended.
@@ -264,8 +264,14 @@ impl Worker {
         };
         let oom_kills_before = birth.tree.as_ref().map_or(0, JobTree::oom_kills);
         let fds = WorkerFds { control: theirs.into(), cgroup_procs };
-        tracing::debug!(worker = id, rehearsal = settings.rehearsal.as_str_name(), "worker asked of the zygote");
-        birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds, settings.rehearsal).await));
+        let Warming { rehearsal, transform_pages } = settings.warming;
+        tracing::debug!(
+            worker = id,
+            rehearsal = rehearsal.as_str_name(),
+            transform_pages,
+            "worker asked of the zygote"
+        );
+        birth.end = Some(attempt!(settings.zygote.spawn(id, birth.uid.uid(), fds, settings.warming).await));
         Ok(Spawning { id, channel: Arc::new(ours), oom_kills_before, birth })
     }
 

@@ -67,7 +67,17 @@ struct SpawnRequest {
     worker_id: u64,
     uid: u32,
     fds: WorkerFds,
-    rehearsal: Rehearsal,
+    warming: Warming,
+}
+
+/// What a new worker does to itself before it reports ready, so that its
+/// job's first steps cost less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warming {
+    pub rehearsal: Rehearsal,
+    /// It copies the zygote's pages a transform's path writes, not only
+    /// those a trivial job's writes (worker/native/prefault.c).
+    pub transform_pages: bool,
 }
 
 /// How to start the zygote.
@@ -106,7 +116,7 @@ impl Zygote {
     }
 
     /// Asks for a worker that will run as `uid` (and gid), talk on
-    /// `fds.control` and run `rehearsal` on itself before it reports ready;
+    /// `fds.control` and warm itself up as `warming` says before it reports ready;
     /// returns a watch on its end. Whether it was forked
     /// shows on that channel: `ready`, or its end (the zygote's reason is in
     /// the end when it could not fork). A spawn whose watch is dropped
@@ -116,10 +126,10 @@ impl Zygote {
         worker_id: u64,
         uid: u32,
         fds: WorkerFds,
-        rehearsal: Rehearsal,
+        warming: Warming,
     ) -> Result<EndWatch, ZygoteError> {
         let end = self.exits.watch(worker_id);
-        let request = SpawnRequest { worker_id, uid, fds, rehearsal };
+        let request = SpawnRequest { worker_id, uid, fds, warming };
         self.requests.send(request).await.map_err(|_| ZygoteError::ShuttingDown)?;
         Ok(end)
     }
@@ -203,7 +213,8 @@ impl RunningZygote {
                         uid: request.uid,
                         gid: request.uid,
                         cgroup_fds: request.fds.cgroup_procs.len() as u32,
-                        rehearsal: request.rehearsal.into(),
+                        rehearsal: request.warming.rehearsal.into(),
+                        transform_pages: request.warming.transform_pages,
                     };
                     let command = ZygoteCommand { command: Some(zygote_command::Command::Spawn(spawn)) };
                     let WorkerFds { control, cgroup_procs } = &request.fds;

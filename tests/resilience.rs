@@ -112,6 +112,48 @@ async fn workers_copy_the_pages_a_job_writes_in_one_go() {
     assert!(copied.iter().all(|&pages| pages >= 50), "pages copied per worker: {copied:?}");
 }
 
+/// After a run of transforms, workers that will not rehearse one copy the
+/// pages a transform's path writes (learnt by the zygote's second
+/// recorder), not just a trivial job's; transforms then run right.
+#[tokio::test]
+async fn after_transforms_under_load_workers_copy_a_transforms_pages() {
+    let supervisor = Supervisor::start_logged("[pool]\nworkers = 2\n");
+    let mut client = supervisor.client().await;
+    let code = "def transform(table, params):\n    return table.groupby('s', as_index=False)['x'].sum()\n";
+    // Submitted together, more than there are workers: jobs find none
+    // ready, so new workers rehearse nothing.
+    const JOBS: usize = 24;
+    let input = arrow_memfd(&sample_batch(1000));
+    for _ in 0..JOBS {
+        client.submit(transform(code), as_fd(&input)).await.expect("submit");
+    }
+    for _ in 0..JOBS {
+        let reply = client.next_reply().await.expect("reply");
+        let table = reply.table.as_ref().expect("an output table");
+        assert_eq!(read_table(table).iter().map(|batch| batch.num_rows()).sum::<usize>(), 100);
+    }
+    let log = supervisor.log();
+    assert!(!log.contains("pyclave zygote: "), "the zygote reported a problem:\n{log}");
+    let mut transform_pages = HashMap::new();
+    for line in log.lines().filter(|line| line.contains("worker asked of the zygote")) {
+        let worker = log_field(line, "worker=").expect("a worker id");
+        transform_pages.insert(worker, log_field(line, "transform_pages=").expect("transform_pages") == "true");
+    }
+    let (mut trivial, mut transform) = (Vec::new(), Vec::new());
+    for line in log.lines().filter(|line| line.contains("worker handed a job")) {
+        let worker = log_field(line, "worker=").expect("a worker id");
+        let copied: u64 = log_field(line, "pages_copied=").expect("pages_copied").parse().expect("a count");
+        if transform_pages[&worker] { &mut transform } else { &mut trivial }.push(copied);
+    }
+    assert!(!trivial.is_empty() && !transform.is_empty(), "workers of both kinds ran jobs:\n{log}");
+    // ~340 pages against ~1,700.
+    let most_trivial = trivial.iter().max().expect("one");
+    assert!(
+        transform.iter().all(|pages| pages > &(most_trivial * 2)),
+        "pages copied: a trivial job's path {trivial:?}, a transform's {transform:?}"
+    );
+}
+
 #[tokio::test]
 async fn every_job_runs_in_a_fresh_process() {
     let supervisor = Supervisor::start("[pool]\nworkers = 2\n");

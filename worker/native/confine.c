@@ -293,7 +293,7 @@ static int confine(const struct pyclave_plan *plan, struct pyclave_worker *worke
         close(worker->cgroup_fds[i]);
     }
     /* In the job's cgroup, which the copies are charged to. */
-    worker->pages_copied = pyclave_copy_learnt_pages();
+    worker->pages_copied = pyclave_copy_learnt_pages(worker->transform_pages);
     if (plan->namespaces) {
         CHECK(setns(worker->network_namespace, CLONE_NEWNET), "setns(net)");
         close(worker->network_namespace);

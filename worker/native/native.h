@@ -72,6 +72,8 @@ struct pyclave_worker {
     uint64_t cgroup_fd_count;
     /* The network namespace to enter: no other live worker's. */
     int32_t network_namespace;
+    /* It copies the pages a transform's path writes too (prefault.c). */
+    int32_t transform_pages;
     /* Set in the worker: */
     uint64_t confinement_us; /* how long its confinement took */
     uint64_t pages_copied;   /* prefault.c */
@@ -162,16 +164,21 @@ size_t pyclave_put_bytes_field(uint8_t *out, uint32_t field, const uint8_t *byte
 /* Writes the frame header for a `length`-byte message at `out`. */
 void pyclave_put_frame_header(uint8_t *out, uint32_t length);
 
+/* pyclave.worker.v1.Rehearsal: what a worker (or a recorder) runs on itself. */
+#define PYCLAVE_REHEARSAL_EXEC 0
+#define PYCLAVE_REHEARSAL_EXEC_AND_TRANSFORM 1
 /* prefault.c, in the zygote once, when it starts serving: forks a recorder
-   that runs a job's path (returns 0 there, with `*recorder_fd` where its
-   pages go) and learns from it which pages workers copy (returns 1, also
-   when it could not: the reason is on stderr). */
-int pyclave_learn_copied_pages(int *recorder_fd);
+   per path, a trivial job's and a transform's, each running its path
+   (returns 0 there, with `*recorder_fd` where its pages go and `*rehearsal`
+   the path to run), and learns from them which pages workers copy (returns
+   1, also when it could not: the reason is on stderr). */
+int pyclave_learn_copied_pages(int *recorder_fd, uint32_t *rehearsal);
 /* prefault.c, in the recorder once it has run the path: sends the runs of
    pages it copied from the zygote's files to `fd`; 0, or -1 (errno). */
 int pyclave_record_copied_pages(int fd);
-/* prefault.c, in each worker: copies the learnt pages now; returns how
-   many it copied. */
-uint64_t pyclave_copy_learnt_pages(void);
+/* prefault.c, in each worker: copies the learnt pages of a trivial job's
+   path, or of a transform's when `transform`, now; returns how many it
+   copied. */
+uint64_t pyclave_copy_learnt_pages(int transform);
 
 #endif

@@ -7,12 +7,13 @@
  * fault: a trap per page, expensive in a guest whose page tables the
  * hypervisor shadows. Which pages those are depends only on the zygote's
  * memory and the job path, so the zygote learns them once: when it starts
- * serving it forks a recorder, which runs the worker's path (its reseed and
- * a rehearsal job, worker.py) unconfined, since it runs no job's code, then
- * reads its own page map and sends back the runs of pages it copied from
- * the zygote's files. Each worker then asks for copies of those runs with
- * MADV_POPULATE_WRITE, all in one process_madvise call, right after it
- * joins its job's cgroup (the memory is the job's). Nothing here is needed for
+ * serving it forks a recorder per path (a trivial job's; a transform's
+ * too), which runs the worker's path (its reseed and a rehearsal, worker.py)
+ * unconfined, since it runs no job's code, then reads its own page map and
+ * sends back the runs of pages it copied from the zygote's files. Each
+ * worker then asks for copies of the runs of its path (the supervisor says
+ * which) with MADV_POPULATE_WRITE, in one process_madvise call, right after
+ * it joins its job's cgroup (the memory is the job's). Nothing here is needed for
  * correctness: a copy has the zygote's bytes, as a fault's would; a failed
  * call only leaves the faults to happen.
  */
@@ -42,26 +43,31 @@
 #define SYS_process_madvise 440
 #endif
 
-/* The recorder runs pyclave's own rehearsal, ~0.1 s; the zygote serves no
+/* A recorder runs pyclave's own rehearsal, ~0.1 s; the zygote serves no
    spawn while it waits, and stops waiting after this. */
 #define RECORDER_TIME_LIMIT_MS 10000
-/* More runs than a job's path writes (~200): the rest fault as before. */
-#define MAX_RUNS 1024
+/* More runs than a transform's path writes (~1,000; a trivial job's ~260):
+   the rest fault as before. */
+#define MAX_RUNS 4096
+/* process_madvise takes at most this many runs a call (UIO_MAXIOV). */
+#define RUNS_PER_CALL 1024
 /* /proc/self/pagemap: one little-endian word per page. */
 #define PAGE_PRESENT (1ULL << 63)
 #define PAGE_FILE_OR_SHARED (1ULL << 61)
 #define PAGE_EXCLUSIVE (1ULL << 56)
 #define PAGEMAP_WORDS_PER_READ 512
+/* The paths learnt, indexed by the rehearsal that runs them. */
+#define LEARNT_PATHS 2
+_Static_assert(PYCLAVE_REHEARSAL_EXEC == 0 && PYCLAVE_REHEARSAL_EXEC_AND_TRANSFORM == 1, "paths by rehearsal");
 
-/* In the zygote once it has learnt them; every worker reads them. A run is
-   an iovec, the form process_madvise takes. */
-static struct iovec learnt_runs[MAX_RUNS];
-static size_t learnt_run_count;
-
+/* A run is an iovec, the form process_madvise takes. */
 struct run_list {
     struct iovec runs[MAX_RUNS];
     size_t count;
 };
+
+/* In the zygote once it has learnt them; every worker reads them. */
+static struct run_list learnt[LEARNT_PATHS];
 
 static void add_page(struct run_list *list, uintptr_t page) {
     struct iovec *last = list->count > 0 ? &list->runs[list->count - 1] : NULL;
@@ -140,13 +146,13 @@ int pyclave_record_copied_pages(int fd) {
     return 0;
 }
 
-/* Reads the recorder's runs from `fd` into `learnt_runs` until it closes
-   the pipe, within RECORDER_TIME_LIMIT_MS of `started_us`; 0, or -1 (errno;
+/* Reads a recorder's runs from `fd` into `list` until it closes the pipe,
+   within RECORDER_TIME_LIMIT_MS of `started_us`; 0, or -1 (errno;
    ETIMEDOUT once the time is up). */
-static int read_runs(int fd, uint64_t started_us) {
+static int read_runs(int fd, uint64_t started_us, struct run_list *list) {
     size_t length = 0;
-    char *bytes = (char *)learnt_runs;
-    while (length < sizeof learnt_runs) {
+    char *bytes = (char *)list->runs;
+    while (length < sizeof list->runs) {
         uint64_t elapsed_ms = (pyclave_monotonic_us() - started_us) / 1000;
         if (elapsed_ms >= RECORDER_TIME_LIMIT_MS) {
             errno = ETIMEDOUT;
@@ -158,7 +164,7 @@ static int read_runs(int fd, uint64_t started_us) {
             continue;
         if (ready == -1)
             return -1;
-        ssize_t got = read(fd, bytes + length, sizeof learnt_runs - length);
+        ssize_t got = read(fd, bytes + length, sizeof list->runs - length);
         if (got == -1 && errno == EINTR)
             continue;
         if (got == -1)
@@ -167,25 +173,31 @@ static int read_runs(int fd, uint64_t started_us) {
             break;
         length += (size_t)got;
     }
-    if (length % sizeof *learnt_runs != 0) {
+    if (length % sizeof *list->runs != 0) {
         errno = EPROTO;
         return -1;
     }
-    learnt_run_count = length / sizeof *learnt_runs;
+    list->count = length / sizeof *list->runs;
     return 0;
 }
 
-/* The zygote learns nothing: workers fault their pages in one by one. */
-static int give_up(const char *what) {
-    learnt_run_count = 0;
-    fprintf(stderr, "pyclave zygote: %s: %s; workers copy the zygote's pages as they fault\n", what, strerror(errno));
+static const char *const path_names[LEARNT_PATHS] = {"a trivial job's", "a transform's"};
+
+/* The zygote learns nothing of `path`: workers fault its pages one by one. */
+static int give_up(uint32_t path, const char *what) {
+    learnt[path].count = 0;
+    fprintf(stderr, "pyclave zygote: %s recorder: %s: %s; workers copy the zygote's pages of its path as they fault\n",
+            path_names[path], what, strerror(errno));
     return 1;
 }
 
-int pyclave_learn_copied_pages(int *recorder_fd) {
+/* Forks the recorder of `path` (returns 0 there, with `*recorder_fd` where
+   its pages go) and waits for its pages (returns 1). */
+static int learn_path(uint32_t path, int *recorder_fd) {
+    learnt[path].count = 0;
     int runs[2];
     if (pipe2(runs, O_CLOEXEC) == -1)
-        return give_up("a pipe for the recorder");
+        return give_up(path, "a pipe");
     pid_t zygote = getpid();
     uint64_t started_us = pyclave_monotonic_us();
     pid_t recorder = pyclave_fork_without_handlers();
@@ -200,9 +212,9 @@ int pyclave_learn_copied_pages(int *recorder_fd) {
     close(runs[1]);
     if (recorder == -1) {
         close(runs[0]);
-        return give_up("fork the recorder");
+        return give_up(path, "fork");
     }
-    int read = read_runs(runs[0], started_us);
+    int read = read_runs(runs[0], started_us, &learnt[path]);
     int saved = errno;
     close(runs[0]);
     if (read == -1 && saved == ETIMEDOUT)
@@ -210,36 +222,52 @@ int pyclave_learn_copied_pages(int *recorder_fd) {
     int status;
     while (waitpid(recorder, &status, 0) == -1)
         if (errno != EINTR)
-            return give_up("wait for the recorder");
+            return give_up(path, "wait");
     if (read == -1 && saved == ETIMEDOUT) {
-        fprintf(stderr, "pyclave zygote: the recorder did not finish within %d ms; workers copy the zygote's pages as "
-                        "they fault\n", RECORDER_TIME_LIMIT_MS);
+        learnt[path].count = 0;
+        fprintf(stderr, "pyclave zygote: %s recorder did not finish within %d ms; workers copy the zygote's pages of "
+                        "its path as they fault\n", path_names[path], RECORDER_TIME_LIMIT_MS);
         return 1;
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        learnt_run_count = 0;
-        fprintf(stderr, "pyclave zygote: the recorder ended with wait status %#x; workers copy the zygote's pages as "
-                        "they fault\n", (unsigned int)status);
+        learnt[path].count = 0;
+        fprintf(stderr, "pyclave zygote: %s recorder ended with wait status %#x; workers copy the zygote's pages of "
+                        "its path as they fault\n", path_names[path], (unsigned int)status);
         return 1;
     }
     errno = saved;
-    return read == -1 ? give_up("read the recorder's pages") : 1;
+    return read == -1 ? give_up(path, "read its pages") : 1;
 }
 
-uint64_t pyclave_copy_learnt_pages(void) {
-    if (learnt_run_count == 0)
-        return 0;
-    /* Every run in one call (~260 of them, mostly single pages, each a
-       system call otherwise). */
-    ssize_t copied = syscall(SYS_process_madvise, PIDFD_SELF_THREAD_GROUP, learnt_runs, learnt_run_count,
-                             MADV_POPULATE_WRITE, 0);
-    if (copied >= 0)
-        return (uint64_t)copied / PAGE_BYTES;
-    /* Before Linux 6.14 (its own process by PIDFD_SELF; 6.13: any advice
-       for its own process): a call per run. */
+int pyclave_learn_copied_pages(int *recorder_fd, uint32_t *rehearsal) {
+    for (uint32_t path = 0; path < LEARNT_PATHS; path++)
+        if (learn_path(path, recorder_fd) == 0) {
+            *rehearsal = path;
+            return 0;
+        }
+    return 1;
+}
+
+uint64_t pyclave_copy_learnt_pages(int transform) {
+    const struct run_list *list = &learnt[PYCLAVE_REHEARSAL_EXEC];
+    if (transform && learnt[PYCLAVE_REHEARSAL_EXEC_AND_TRANSFORM].count > 0)
+        list = &learnt[PYCLAVE_REHEARSAL_EXEC_AND_TRANSFORM];
     uint64_t pages = 0;
-    for (size_t i = 0; i < learnt_run_count; i++)
-        if (madvise(learnt_runs[i].iov_base, learnt_runs[i].iov_len, MADV_POPULATE_WRITE) == 0)
-            pages += learnt_runs[i].iov_len / PAGE_BYTES;
+    /* Up to RUNS_PER_CALL runs a call (~260 for a trivial job's path,
+       mostly single pages, each a system call otherwise). */
+    for (size_t done = 0; done < list->count; done += RUNS_PER_CALL) {
+        size_t count = list->count - done < RUNS_PER_CALL ? list->count - done : RUNS_PER_CALL;
+        ssize_t copied = syscall(SYS_process_madvise, PIDFD_SELF_THREAD_GROUP, list->runs + done, count,
+                                 MADV_POPULATE_WRITE, 0);
+        if (copied >= 0) {
+            pages += (uint64_t)copied / PAGE_BYTES;
+            continue;
+        }
+        /* Before Linux 6.14 (its own process by PIDFD_SELF; 6.13: any
+           advice for its own process): a call per run. */
+        for (size_t i = done; i < done + count; i++)
+            if (madvise(list->runs[i].iov_base, list->runs[i].iov_len, MADV_POPULATE_WRITE) == 0)
+                pages += list->runs[i].iov_len / PAGE_BYTES;
+    }
     return pages;
 }

@@ -72,6 +72,7 @@ enum {
     SPAWN_GID = 3,
     SPAWN_CGROUP_FDS = 4,
     SPAWN_REHEARSAL = 5,
+    SPAWN_TRANSFORM_PAGES = 6,
     EVENT_EXITED = 3,
     EVENT_SPAWN_FAILED = 4,
     SPAWN_FAILED_WORKER_ID = 1,
@@ -87,6 +88,7 @@ struct spawn_request {
     uint32_t gid;
     uint32_t cgroup_fds;
     uint32_t rehearsal;
+    uint32_t transform_pages;
 };
 
 /* Bytes and fds read from the supervisor, not yet taken by a command. */
@@ -416,7 +418,7 @@ static int parse_spawn(const uint8_t *at, const uint8_t *end, struct spawn_reque
         if (pyclave_read_varint(&at, end, &key) == -1)
             return -1;
         uint32_t field = (uint32_t)(key >> 3), wire_type = (uint32_t)(key & 7);
-        if (wire_type != PYCLAVE_WIRE_VARINT || field < SPAWN_WORKER_ID || field > SPAWN_REHEARSAL) {
+        if (wire_type != PYCLAVE_WIRE_VARINT || field < SPAWN_WORKER_ID || field > SPAWN_TRANSFORM_PAGES) {
             if (pyclave_skip_field(&at, end, wire_type) == -1)
                 return -1;
             continue;
@@ -438,6 +440,9 @@ static int parse_spawn(const uint8_t *at, const uint8_t *end, struct spawn_reque
             break;
         case SPAWN_REHEARSAL:
             spawn->rehearsal = (uint32_t)value;
+            break;
+        case SPAWN_TRANSFORM_PAGES:
+            spawn->transform_pages = value != 0;
             break;
         }
     }
@@ -508,6 +513,7 @@ static int spawn_worker(struct server *server, const struct spawn_request *spawn
         .cgroup_fds = fds + FIXED_FDS_PER_SPAWN,
         .cgroup_fd_count = spawn->cgroup_fds,
         .network_namespace = network.fd,
+        .transform_pages = (int32_t)spawn->transform_pages,
         .started_fd = -1,
         .supervisor_fds = {-1, -1, -1},
     };
@@ -591,8 +597,9 @@ static int stop_serving(struct server *server, int result) {
  * new, confined worker (`spawned` says its channel, its start pipe and how
  * long confinement took) and -2 in a worker that could not confine itself (`error` says why;
  * it must report that on `spawned->channel_fd` and exit). Returns 2 first,
- * in the recorder (prefault.c): unconfined, it must run a job's path, send
- * the pages it copied to `spawned->channel_fd` and exit.
+ * in each recorder (prefault.c): unconfined, it must run the path
+ * `spawned->rehearsal` says, send the pages it copied to
+ * `spawned->channel_fd` and exit.
  */
 int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_spawned *spawned, char *error,
                   size_t error_size) {
@@ -605,8 +612,8 @@ int pyclave_serve(const struct pyclave_plan *plan, int control, struct pyclave_s
                 strerror(errno));
     if (pyclave_move_heaps_to_file() == -1)
         fprintf(stderr, "pyclave zygote: moving the heaps onto a file: %s; workers fork without it\n", strerror(errno));
-    if (pyclave_learn_copied_pages(&spawned->channel_fd) == 0)
-        return 2; /* the recorder */
+    if (pyclave_learn_copied_pages(&spawned->channel_fd, &spawned->rehearsal) == 0)
+        return 2; /* a recorder */
     if (plan->namespaces) {
         /* A network namespace of the zygote's own, first: it needs none of
            the host's, and it can come back to one its user namespace owns

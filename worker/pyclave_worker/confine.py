@@ -118,8 +118,9 @@ class _Spawned(ctypes.Structure):
 
 
 class Recorder(NamedTuple):
-    """What the zygote's recorder goes on with (worker.record)."""
+    """What one of the zygote's recorders goes on with (worker.record)."""
 
+    rehearsal: int  # worker_pb2.Rehearsal: the path it runs
     # Sends the runs of pages copied from the zygote's files so far
     # (native: pyclave_record_copied_pages) to the zygote.
     send_copied_pages: Callable[[], None]
@@ -184,7 +185,7 @@ class Prepared:
 
         Returns None in the zygote once the supervisor has closed the channel
         (raises ServingError if it cannot go on). Returns what it goes on
-        with in each new, confined worker, and in the recorder the zygote
+        with in each new, confined worker, and in each recorder the zygote
         forks first (worker/native/prefault.c);
         raises WorkerConfinementFailed in a worker that could not confine
         itself.
@@ -199,7 +200,7 @@ class Prepared:
             return Spawned(spawned.channel_fd, spawned.started_fd, spawned.rehearsal,
                            functools.partial(self._report_ready, spawned))
         if result == 2:
-            return Recorder(functools.partial(self._send_copied_pages, spawned.channel_fd))
+            return Recorder(spawned.rehearsal, functools.partial(self._send_copied_pages, spawned.channel_fd))
         if result == -2:
             raise WorkerConfinementFailed(spawned.channel_fd, reason)
         raise ServingError(reason)

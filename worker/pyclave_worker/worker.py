@@ -30,10 +30,7 @@ def run(spawned: confine.Spawned, numpy_reseeded: bool) -> None:
     supervisor, should the worker die, that the job reached it."""
     channel = socket.socket(fileno=spawned.channel_fd)
     _reseed(numpy_reseeded)
-    if spawned.rehearsal != worker_pb2.REHEARSAL_NONE:
-        rehearse()
-    if spawned.rehearsal == worker_pb2.REHEARSAL_EXEC_AND_TRANSFORM:
-        job.rehearse_transform()
+    _rehearse_as(spawned.rehearsal)
     spawned.report_ready()
     _serve_one_job(channel, spawned.started_fd)
     os._exit(0)
@@ -62,13 +59,14 @@ def _serve_one_job(channel: socket.socket, started_fd: int) -> None:
 
 
 def record(recorder: confine.Recorder, numpy_reseeded: bool) -> None:
-    """In the zygote's recorder (worker/native/prefault.c), unconfined: a
-    worker's path without its confinement (the reseed, then a job's path,
-    the rehearsal's), and the pages that copied from the zygote's, which
-    every worker then copies at once. Never returns: the process exits."""
+    """In one of the zygote's recorders (worker/native/prefault.c),
+    unconfined: a worker's path without its confinement (the reseed, then
+    the rehearsal `recorder` says: a trivial job's path, or a transform's
+    too), and the pages that copied from the zygote's, which every worker
+    warmed that way then copies at once. Never returns: the process exits."""
     try:
         _reseed(numpy_reseeded)
-        rehearse()
+        _rehearse_as(recorder.rehearsal)
         recorder.send_copied_pages()
     except Exception as error:  # the zygote goes on without what it records
         print(f"pyclave zygote's recorder: {error!r}", file=sys.stderr)
@@ -90,6 +88,14 @@ def _reseed(numpy_reseeded: bool) -> None:
     random.seed()
     if not numpy_reseeded:
         numpy.random.seed()
+
+
+def _rehearse_as(rehearsal: int) -> None:
+    """The rehearsal `rehearsal` (worker_pb2.Rehearsal) names."""
+    if rehearsal != worker_pb2.REHEARSAL_NONE:
+        rehearse()
+    if rehearsal == worker_pb2.REHEARSAL_EXEC_AND_TRANSFORM:
+        job.rehearse_transform()
 
 
 def rehearse() -> None:

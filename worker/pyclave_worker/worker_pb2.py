@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pyclave/v1/worker.proto\x12\x11pyclave.worker.v1\"z\n\rZygoteCommand\x12)\n\x05spawn\x18\x01 \x01(\x0b\x32\x18.pyclave.worker.v1.SpawnH\x00\x12\x33\n\tconfigure\x18\x02 \x01(\x0b\x32\x1e.pyclave.worker.v1.SandboxPlanH\x00\x42\t\n\x07\x63ommand\"y\n\x05Spawn\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x0b\n\x03uid\x18\x02 \x01(\r\x12\x0b\n\x03gid\x18\x03 \x01(\r\x12\x12\n\ncgroup_fds\x18\x04 \x01(\r\x12/\n\trehearsal\x18\x05 \x01(\x0e\x32\x1c.pyclave.worker.v1.Rehearsal\"\x97\x03\n\x0bSandboxPlan\x12\x12\n\nnamespaces\x18\x01 \x01(\x08\x12\x14\n\x0cminimal_root\x18\x02 \x01(\x08\x12\x17\n\x0f\x64rop_privileges\x18\x03 \x01(\x08\x12\x17\n\x0fseccomp_filters\x18\x04 \x03(\x0c\x12\x17\n\x0fread_only_paths\x18\x05 \x03(\t\x12\x18\n\x10root_mount_point\x18\x06 \x01(\t\x12\x16\n\x0etmp_size_bytes\x18\x07 \x01(\x04\x12*\n\x07rlimits\x18\x08 \x03(\x0b\x32\x19.pyclave.worker.v1.Rlimit\x12\x44\n\x0b\x65nvironment\x18\t \x03(\x0b\x32/.pyclave.worker.v1.SandboxPlan.EnvironmentEntry\x12\x16\n\x0enative_library\x18\n \x01(\t\x12\x1d\n\x15zygote_seccomp_filter\x18\x0b \x01(\x0c\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x0c\x10\r\"6\n\x06Rlimit\x12\x10\n\x08resource\x18\x01 \x01(\r\x12\x0c\n\x04soft\x18\x02 \x01(\x04\x12\x0c\n\x04hard\x18\x03 \x01(\x04\"\xb2\x01\n\x0bZygoteEvent\x12/\n\x05ready\x18\x01 \x01(\x0b\x32\x1e.pyclave.worker.v1.ZygoteReadyH\x00\x12+\n\x06\x65xited\x18\x03 \x01(\x0b\x32\x19.pyclave.worker.v1.ExitedH\x00\x12\x36\n\x0cspawn_failed\x18\x04 \x01(\x0b\x32\x1e.pyclave.worker.v1.SpawnFailedH\x00\x42\x07\n\x05\x65ventJ\x04\x08\x02\x10\x03\"M\n\x0bZygoteReady\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x14\n\x0cthread_count\x18\x02 \x01(\r\x12\x15\n\rmapping_count\x18\x04 \x01(\rJ\x04\x08\x03\x10\x04\"/\n\x0bSpawnFailed\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"=\n\x06\x45xited\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x13\n\x0bwait_status\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\x04\"\xde\x01\n\tWorkerJob\x12/\n\x04kind\x18\x01 \x01(\x0e\x32!.pyclave.worker.v1.WorkerJob.Kind\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x13\n\x0bparams_json\x18\x04 \x01(\t\x12\x17\n\x0fhas_input_table\x18\x05 \x01(\x08\x12\x18\n\x10has_output_table\x18\x06 \x01(\x08\"8\n\x04Kind\x12\r\n\tKIND_AUTO\x10\x00\x12\x12\n\x0eKIND_TRANSFORM\x10\x01\x12\r\n\tKIND_EXEC\x10\x02\"\xd9\x01\n\x0bWorkerEvent\x12/\n\x05ready\x18\x01 \x01(\x0b\x32\x1e.pyclave.worker.v1.WorkerReadyH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.pyclave.worker.v1.JobResultH\x00\x12<\n\x0f\x62locked_syscall\x18\x04 \x01(\x0b\x32!.pyclave.worker.v1.BlockedSyscallH\x00\x12\x1c\n\x12\x63onfinement_failed\x18\x05 \x01(\tH\x00\x42\x07\n\x05\x65ventJ\x04\x08\x03\x10\x04\" \n\x0e\x42lockedSyscall\x12\x0e\n\x06number\x18\x01 \x01(\r\"S\n\x0bWorkerReady\x12\x16\n\x0e\x63onfinement_us\x18\x01 \x01(\x04\x12\x16\n\x0eprocess_cpu_us\x18\x02 \x01(\x04\x12\x14\n\x0cpages_copied\x18\x03 \x01(\x04\"\x98\x01\n\tJobResult\x12&\n\x02ok\x18\x01 \x01(\x0b\x32\x18.pyclave.worker.v1.JobOkH\x00\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.pyclave.worker.v1.JobErrorH\x00\x12\x13\n\tbad_input\x18\x03 \x01(\tH\x00\x12\x16\n\x0eprocess_cpu_us\x18\x04 \x01(\x04\x42\x08\n\x06result\"*\n\x05JobOk\x12\x13\n\x0bwrote_table\x18\x01 \x01(\x08\x12\x0c\n\x04json\x18\x02 \x01(\t\"<\n\x08JobError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t*U\n\tRehearsal\x12\x12\n\x0eREHEARSAL_EXEC\x10\x00\x12 \n\x1cREHEARSAL_EXEC_AND_TRANSFORM\x10\x01\x12\x12\n\x0eREHEARSAL_NONE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pyclave/v1/worker.proto\x12\x11pyclave.worker.v1\"z\n\rZygoteCommand\x12)\n\x05spawn\x18\x01 \x01(\x0b\x32\x18.pyclave.worker.v1.SpawnH\x00\x12\x33\n\tconfigure\x18\x02 \x01(\x0b\x32\x1e.pyclave.worker.v1.SandboxPlanH\x00\x42\t\n\x07\x63ommand\"\x92\x01\n\x05Spawn\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x0b\n\x03uid\x18\x02 \x01(\r\x12\x0b\n\x03gid\x18\x03 \x01(\r\x12\x12\n\ncgroup_fds\x18\x04 \x01(\r\x12/\n\trehearsal\x18\x05 \x01(\x0e\x32\x1c.pyclave.worker.v1.Rehearsal\x12\x17\n\x0ftransform_pages\x18\x06 \x01(\x08\"\x97\x03\n\x0bSandboxPlan\x12\x12\n\nnamespaces\x18\x01 \x01(\x08\x12\x14\n\x0cminimal_root\x18\x02 \x01(\x08\x12\x17\n\x0f\x64rop_privileges\x18\x03 \x01(\x08\x12\x17\n\x0fseccomp_filters\x18\x04 \x03(\x0c\x12\x17\n\x0fread_only_paths\x18\x05 \x03(\t\x12\x18\n\x10root_mount_point\x18\x06 \x01(\t\x12\x16\n\x0etmp_size_bytes\x18\x07 \x01(\x04\x12*\n\x07rlimits\x18\x08 \x03(\x0b\x32\x19.pyclave.worker.v1.Rlimit\x12\x44\n\x0b\x65nvironment\x18\t \x03(\x0b\x32/.pyclave.worker.v1.SandboxPlan.EnvironmentEntry\x12\x16\n\x0enative_library\x18\n \x01(\t\x12\x1d\n\x15zygote_seccomp_filter\x18\x0b \x01(\x0c\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x0c\x10\r\"6\n\x06Rlimit\x12\x10\n\x08resource\x18\x01 \x01(\r\x12\x0c\n\x04soft\x18\x02 \x01(\x04\x12\x0c\n\x04hard\x18\x03 \x01(\x04\"\xb2\x01\n\x0bZygoteEvent\x12/\n\x05ready\x18\x01 \x01(\x0b\x32\x1e.pyclave.worker.v1.ZygoteReadyH\x00\x12+\n\x06\x65xited\x18\x03 \x01(\x0b\x32\x19.pyclave.worker.v1.ExitedH\x00\x12\x36\n\x0cspawn_failed\x18\x04 \x01(\x0b\x32\x1e.pyclave.worker.v1.SpawnFailedH\x00\x42\x07\n\x05\x65ventJ\x04\x08\x02\x10\x03\"M\n\x0bZygoteReady\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x14\n\x0cthread_count\x18\x02 \x01(\r\x12\x15\n\rmapping_count\x18\x04 \x01(\rJ\x04\x08\x03\x10\x04\"/\n\x0bSpawnFailed\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"=\n\x06\x45xited\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x13\n\x0bwait_status\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\x04\"\xde\x01\n\tWorkerJob\x12/\n\x04kind\x18\x01 \x01(\x0e\x32!.pyclave.worker.v1.WorkerJob.Kind\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x13\n\x0bparams_json\x18\x04 \x01(\t\x12\x17\n\x0fhas_input_table\x18\x05 \x01(\x08\x12\x18\n\x10has_output_table\x18\x06 \x01(\x08\"8\n\x04Kind\x12\r\n\tKIND_AUTO\x10\x00\x12\x12\n\x0eKIND_TRANSFORM\x10\x01\x12\r\n\tKIND_EXEC\x10\x02\"\xd9\x01\n\x0bWorkerEvent\x12/\n\x05ready\x18\x01 \x01(\x0b\x32\x1e.pyclave.worker.v1.WorkerReadyH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.pyclave.worker.v1.JobResultH\x00\x12<\n\x0f\x62locked_syscall\x18\x04 \x01(\x0b\x32!.pyclave.worker.v1.BlockedSyscallH\x00\x12\x1c\n\x12\x63onfinement_failed\x18\x05 \x01(\tH\x00\x42\x07\n\x05\x65ventJ\x04\x08\x03\x10\x04\" \n\x0e\x42lockedSyscall\x12\x0e\n\x06number\x18\x01 \x01(\r\"S\n\x0bWorkerReady\x12\x16\n\x0e\x63onfinement_us\x18\x01 \x01(\x04\x12\x16\n\x0eprocess_cpu_us\x18\x02 \x01(\x04\x12\x14\n\x0cpages_copied\x18\x03 \x01(\x04\"\x98\x01\n\tJobResult\x12&\n\x02ok\x18\x01 \x01(\x0b\x32\x18.pyclave.worker.v1.JobOkH\x00\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.pyclave.worker.v1.JobErrorH\x00\x12\x13\n\tbad_input\x18\x03 \x01(\tH\x00\x12\x16\n\x0eprocess_cpu_us\x18\x04 \x01(\x04\x42\x08\n\x06result\"*\n\x05JobOk\x12\x13\n\x0bwrote_table\x18\x01 \x01(\x08\x12\x0c\n\x04json\x18\x02 \x01(\t\"<\n\x08JobError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t*U\n\tRehearsal\x12\x12\n\x0eREHEARSAL_EXEC\x10\x00\x12 \n\x1cREHEARSAL_EXEC_AND_TRANSFORM\x10\x01\x12\x12\n\x0eREHEARSAL_NONE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,40 +33,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SANDBOXPLAN_ENVIRONMENTENTRY']._loaded_options = None
   _globals['_SANDBOXPLAN_ENVIRONMENTENTRY']._serialized_options = b'8\001'
-  _globals['_REHEARSAL']._serialized_start=1956
-  _globals['_REHEARSAL']._serialized_end=2041
+  _globals['_REHEARSAL']._serialized_start=1982
+  _globals['_REHEARSAL']._serialized_end=2067
   _globals['_ZYGOTECOMMAND']._serialized_start=46
   _globals['_ZYGOTECOMMAND']._serialized_end=168
-  _globals['_SPAWN']._serialized_start=170
-  _globals['_SPAWN']._serialized_end=291
-  _globals['_SANDBOXPLAN']._serialized_start=294
-  _globals['_SANDBOXPLAN']._serialized_end=701
-  _globals['_SANDBOXPLAN_ENVIRONMENTENTRY']._serialized_start=645
-  _globals['_SANDBOXPLAN_ENVIRONMENTENTRY']._serialized_end=695
-  _globals['_RLIMIT']._serialized_start=703
-  _globals['_RLIMIT']._serialized_end=757
-  _globals['_ZYGOTEEVENT']._serialized_start=760
-  _globals['_ZYGOTEEVENT']._serialized_end=938
-  _globals['_ZYGOTEREADY']._serialized_start=940
-  _globals['_ZYGOTEREADY']._serialized_end=1017
-  _globals['_SPAWNFAILED']._serialized_start=1019
-  _globals['_SPAWNFAILED']._serialized_end=1066
-  _globals['_EXITED']._serialized_start=1068
-  _globals['_EXITED']._serialized_end=1129
-  _globals['_WORKERJOB']._serialized_start=1132
-  _globals['_WORKERJOB']._serialized_end=1354
-  _globals['_WORKERJOB_KIND']._serialized_start=1298
-  _globals['_WORKERJOB_KIND']._serialized_end=1354
-  _globals['_WORKEREVENT']._serialized_start=1357
-  _globals['_WORKEREVENT']._serialized_end=1574
-  _globals['_BLOCKEDSYSCALL']._serialized_start=1576
-  _globals['_BLOCKEDSYSCALL']._serialized_end=1608
-  _globals['_WORKERREADY']._serialized_start=1610
-  _globals['_WORKERREADY']._serialized_end=1693
-  _globals['_JOBRESULT']._serialized_start=1696
-  _globals['_JOBRESULT']._serialized_end=1848
-  _globals['_JOBOK']._serialized_start=1850
-  _globals['_JOBOK']._serialized_end=1892
-  _globals['_JOBERROR']._serialized_start=1894
-  _globals['_JOBERROR']._serialized_end=1954
+  _globals['_SPAWN']._serialized_start=171
+  _globals['_SPAWN']._serialized_end=317
+  _globals['_SANDBOXPLAN']._serialized_start=320
+  _globals['_SANDBOXPLAN']._serialized_end=727
+  _globals['_SANDBOXPLAN_ENVIRONMENTENTRY']._serialized_start=671
+  _globals['_SANDBOXPLAN_ENVIRONMENTENTRY']._serialized_end=721
+  _globals['_RLIMIT']._serialized_start=729
+  _globals['_RLIMIT']._serialized_end=783
+  _globals['_ZYGOTEEVENT']._serialized_start=786
+  _globals['_ZYGOTEEVENT']._serialized_end=964
+  _globals['_ZYGOTEREADY']._serialized_start=966
+  _globals['_ZYGOTEREADY']._serialized_end=1043
+  _globals['_SPAWNFAILED']._serialized_start=1045
+  _globals['_SPAWNFAILED']._serialized_end=1092
+  _globals['_EXITED']._serialized_start=1094
+  _globals['_EXITED']._serialized_end=1155
+  _globals['_WORKERJOB']._serialized_start=1158
+  _globals['_WORKERJOB']._serialized_end=1380
+  _globals['_WORKERJOB_KIND']._serialized_start=1324
+  _globals['_WORKERJOB_KIND']._serialized_end=1380
+  _globals['_WORKEREVENT']._serialized_start=1383
+  _globals['_WORKEREVENT']._serialized_end=1600
+  _globals['_BLOCKEDSYSCALL']._serialized_start=1602
+  _globals['_BLOCKEDSYSCALL']._serialized_end=1634
+  _globals['_WORKERREADY']._serialized_start=1636
+  _globals['_WORKERREADY']._serialized_end=1719
+  _globals['_JOBRESULT']._serialized_start=1722
+  _globals['_JOBRESULT']._serialized_end=1874
+  _globals['_JOBOK']._serialized_start=1876
+  _globals['_JOBOK']._serialized_end=1918
+  _globals['_JOBERROR']._serialized_start=1920
+  _globals['_JOBERROR']._serialized_end=1980
 # @@protoc_insertion_point(module_scope)
