@@ -46,7 +46,7 @@
 /* A recorder runs pyclave's own rehearsal, ~0.1 s; the zygote serves no
    spawn while it waits, and stops waiting after this. */
 #define RECORDER_TIME_LIMIT_MS 10000
-/* More runs than a transform's path writes (~1,000; a trivial job's ~260):
+/* More runs than a transform's path writes (~1,090; a trivial job's ~250):
    the rest fault as before. */
 #define MAX_RUNS 4096
 /* process_madvise takes at most this many runs a call (UIO_MAXIOV). */
@@ -253,7 +253,7 @@ uint64_t pyclave_copy_learnt_pages(int transform) {
     if (transform && learnt[PYCLAVE_REHEARSAL_EXEC_AND_TRANSFORM].count > 0)
         list = &learnt[PYCLAVE_REHEARSAL_EXEC_AND_TRANSFORM];
     uint64_t pages = 0;
-    /* Up to RUNS_PER_CALL runs a call (~260 for a trivial job's path,
+    /* Up to RUNS_PER_CALL runs a call (~250 for a trivial job's path,
        mostly single pages, each a system call otherwise). */
     for (size_t done = 0; done < list->count; done += RUNS_PER_CALL) {
         size_t count = list->count - done < RUNS_PER_CALL ? list->count - done : RUNS_PER_CALL;
