@@ -64,6 +64,7 @@ fn bench_against_another_build_reports_both() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
     assert_eq!(report["callers"], 2);
+    assert_eq!(report["workload"], "trivial exec");
     assert_eq!(report["builds"].as_array().map(Vec::len), Some(2));
     for (median, runs) in
         report["medians"].as_array().expect("medians").iter().zip(report["runs"].as_array().expect("runs"))
@@ -73,4 +74,24 @@ fn bench_against_another_build_reports_both() {
         assert_eq!(runs.as_array().map(Vec::len), Some(2), "one run per pair");
     }
     assert!(report["pairs_this_faster"].as_u64().is_some_and(|wins| wins <= 2));
+}
+
+/// `--against --workload small-transform` compares the builds on a
+/// transform that reads its input table.
+#[test]
+fn bench_against_another_build_runs_a_transform_when_asked() {
+    let binary = env!("CARGO_BIN_EXE_pyclave");
+    let output = Command::new(binary)
+        .args(["bench", "--quick", "--json", "--pairs", "1", "--concurrency", "2", "--workers", "2", "--python"])
+        .arg(venv_python())
+        .args(["--against", binary, "--workload", "small-transform"])
+        .output()
+        .expect("run pyclave bench");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(report["workload"], "small transform (1k rows, groupby)");
+    assert_eq!(report["jobs_per_run"], 100);
+    for median in report["medians"].as_array().expect("medians") {
+        assert!(median["jobs_per_second"].as_f64().is_some_and(|rate| rate > 0.0), "{median}");
+    }
 }

@@ -4,16 +4,46 @@
 //! next; alternating the two builds' supervisors, pair after pair, and
 //! comparing medians and per-pair wins can.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
 
+use super::workloads::Workload;
 use super::{BenchArgs, IDLE_SETTLE, Supervisor, measure, progress, progress_done, run_level, workloads};
 
 /// Pairs of runs unless `--pairs` says otherwise.
 pub const DEFAULT_PAIRS: usize = 10;
+
+/// What the two builds run (`--workload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComparedWorkload {
+    /// `return 1`: the supervisor, the pool and the worker's start.
+    Trivial,
+    /// A 1,000-row groupby: the transform path.
+    SmallTransform,
+}
+
+impl ComparedWorkload {
+    fn workload(self) -> &'static Workload {
+        match self {
+            Self::Trivial => &workloads::TRIVIAL,
+            Self::SmallTransform => &workloads::SMALL_GROUPBY,
+        }
+    }
+
+    /// Jobs per run: ~2-3 s of each on this host.
+    fn jobs(self, quick: bool) -> usize {
+        match (self, quick) {
+            (Self::Trivial, false) => 1500,
+            (Self::Trivial, true) => 400,
+            (Self::SmallTransform, false) => 300,
+            (Self::SmallTransform, true) => 100,
+        }
+    }
+}
 
 /// One closed-loop run of one build.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -25,21 +55,25 @@ struct Run {
     supervisor_cpu_per_job_us: f64,
 }
 
-/// Runs `args.pairs` pairs of trivial closed-loop runs, this build's and
-/// `against`'s supervisors alternating (each pair in the other order than
-/// the last, so neither build always goes first), and prints medians.
+/// Runs `args.pairs` pairs of closed-loop runs of `args.workload`, this
+/// build's and `against`'s supervisors alternating (each pair in the other
+/// order than the last, so neither build always goes first), and prints
+/// medians.
 pub async fn run(args: &BenchArgs, python: &Path, against: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::Builder::new().prefix("pyclave-bench-").tempdir()?;
     let builds = [std::env::current_exe()?, against.to_path_buf()];
     let callers = args.concurrency.iter().copied().max().unwrap_or(4).max(1);
-    let jobs = if args.quick { 400 } else { 1500 };
+    let workload = args.workload.workload();
+    let jobs = args.workload.jobs(args.quick);
+    let input = workload.input.map(|size| size.write(None)).transpose()?.map(|(fd, _)| fd);
     let pairs = args.pairs.max(1);
     let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
     for pair in 0..pairs {
         let order = if pair % 2 == 0 { [0, 1] } else { [1, 0] };
         for build in order {
             progress(&format!("pair {}/{pairs}: {}", pair + 1, builds[build].display()));
-            runs[build].push(run_once(dir.path(), &builds[build], python, args.workers, callers, jobs).await?);
+            let setup = RunSetup { dir: dir.path(), python, workers: args.workers, workload, input: input.as_ref() };
+            runs[build].push(run_once(&setup, &builds[build], callers, jobs).await?);
         }
     }
     progress_done();
@@ -52,6 +86,7 @@ pub async fn run(args: &BenchArgs, python: &Path, against: &Path) -> Result<(), 
         println!(
             "{}",
             json!({
+                "workload": workload.name,
                 "callers": callers,
                 "jobs_per_run": jobs,
                 "builds": [builds[0].display().to_string(), builds[1].display().to_string()],
@@ -63,7 +98,7 @@ pub async fn run(args: &BenchArgs, python: &Path, against: &Path) -> Result<(), 
         );
         return Ok(());
     }
-    println!("trivial exec, {callers} callers closed-loop, {jobs} jobs per run, {pairs} pairs; medians:\n");
+    println!("{}, {callers} callers closed-loop, {jobs} jobs per run, {pairs} pairs; medians:\n", workload.name);
     println!("{:<46} {:>9} {:>8} {:>16} {:>12}", "build", "jobs/s", "p50 ms", "machine CPU/job", "sup CPU/job");
     for (build, median) in builds.iter().zip([this, other]) {
         println!(
@@ -84,21 +119,31 @@ pub async fn run(args: &BenchArgs, python: &Path, against: &Path) -> Result<(), 
     Ok(())
 }
 
+/// What every run of a comparison shares.
+struct RunSetup<'a> {
+    dir: &'a Path,
+    python: &'a Path,
+    workers: Option<usize>,
+    workload: &'a Workload,
+    /// The workload's input table, if it reads one.
+    input: Option<&'a OwnedFd>,
+}
+
 /// Starts `build`'s supervisor, warms it up, measures one run, stops it.
 async fn run_once(
-    dir: &Path,
+    setup: &RunSetup<'_>,
     build: &Path,
-    python: &Path,
-    workers: Option<usize>,
     callers: usize,
     jobs: usize,
 ) -> Result<Run, Box<dyn std::error::Error>> {
-    let mut supervisor = Supervisor::start_binary(build, dir, python, workers)?;
+    let mut supervisor = Supervisor::start_binary(build, setup.dir, setup.python, setup.workers)?;
     let socket = supervisor.socket.clone();
-    run_level(&socket, &workloads::TRIVIAL, None, 2, 200, None).await?;
+    // An eighth of the run's jobs (at least 40) at 2 callers: the pool has
+    // seen the workload (what new workers warm up for follows recent jobs).
+    run_level(&socket, setup.workload, setup.input, 2, (jobs / 8).max(40), None).await?;
     tokio::time::sleep(IDLE_SETTLE).await;
     let (machine_before, supervisor_before) = (measure::machine_busy(), measure::process_cpu(supervisor.pid()));
-    let level = run_level(&socket, &workloads::TRIVIAL, None, callers, jobs, None).await?;
+    let level = run_level(&socket, setup.workload, setup.input, callers, jobs, None).await?;
     let (machine_after, supervisor_after) = (measure::machine_busy(), measure::process_cpu(supervisor.pid()));
     supervisor.stop();
     if level.failed > 0 {

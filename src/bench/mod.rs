@@ -57,13 +57,16 @@ pub struct BenchArgs {
     #[arg(long)]
     pub skip_huge: bool,
     /// Instead of the full benchmark, compare this build with another
-    /// pyclave binary: their supervisors alternate over trivial closed-loop
-    /// runs at the largest --concurrency level, and medians are printed.
+    /// pyclave binary: their supervisors alternate over closed-loop runs of
+    /// --workload at the largest --concurrency level, and medians are printed.
     #[arg(long, value_name = "PYCLAVE")]
     pub against: Option<PathBuf>,
     /// Pairs of runs for --against.
     #[arg(long, default_value_t = compare::DEFAULT_PAIRS, requires = "against")]
     pub pairs: usize,
+    /// What --against runs.
+    #[arg(long, value_enum, default_value = "trivial", requires = "against")]
+    pub workload: compare::ComparedWorkload,
 }
 
 #[derive(Debug, Serialize)]
