@@ -31,6 +31,13 @@ pub fn seal(memfd: OwnedFd) -> Result<Sealed, (OwnedFd, nix::Error)> {
     }
 }
 
+impl Sealed {
+    /// How many bytes it holds.
+    pub fn size_bytes(&self) -> std::io::Result<u64> {
+        Ok(std::fs::File::from(self.0.try_clone()?).metadata()?.len())
+    }
+}
+
 /// Validates the Arrow file in `sealed` and returns a read-only descriptor
 /// for the caller. `Err` is the rejection reason shown to the caller.
 pub fn finalize(sealed: Sealed, limits: &OutputLimits) -> Result<OwnedFd, String> {

@@ -39,6 +39,8 @@ const END_AFTER_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long to wait for the exit status and the pipes once the job's
 /// processes have been killed.
 const REAP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Output tables up to this size are validated on the async thread.
+const INLINE_VALIDATION_MAX_BYTES: u64 = 64 << 10;
 /// How long a worker that reported its result gets to exit by itself.
 const EXIT_AFTER_RESULT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long to read what a dead worker left in its channel (its processes
@@ -710,20 +712,26 @@ fn read_event(event: Result<Option<WorkerEvent>, ChannelError>, blocked_syscall:
 
 /// The validated table of an `ok` outcome that says it has one (`output`:
 /// its sealed file, or why there is none); a table that fails turns the
-/// outcome into a rejection. Validation runs off the async threads
-/// (validating a big table takes a while); a panic in it is a rejection,
-/// never a lost outcome.
+/// outcome into a rejection. Validation of a big table runs off the async
+/// thread (it takes a while), of a small one on it (a 1,000-row table
+/// takes ~5 µs, the hop to another thread and back more); a panic in it
+/// is a rejection, never a lost outcome.
 async fn attach_table(
     kind: &mut Kind,
     output: Option<Result<crate::output_table::Sealed, String>>,
     limits: OutputLimits,
 ) -> Option<OwnedFd> {
     let Kind::Ok(api::Ok { has_table: true, .. }) = kind else { return None };
+    let not_validated = || Err("the output table could not be validated".into());
     let validated = match output {
+        Some(Ok(sealed)) if sealed.size_bytes().is_ok_and(|bytes| bytes <= INLINE_VALIDATION_MAX_BYTES) => {
+            let finalize = std::panic::AssertUnwindSafe(|| crate::output_table::finalize(sealed, &limits));
+            std::panic::catch_unwind(finalize).unwrap_or_else(|_| not_validated())
+        }
         Some(Ok(sealed)) => {
             match tokio::task::spawn_blocking(move || crate::output_table::finalize(sealed, &limits)).await {
                 Ok(result) => result,
-                Err(_) => Err("the output table could not be validated".into()),
+                Err(_) => not_validated(),
             }
         }
         Some(Err(reason)) => Err(reason),

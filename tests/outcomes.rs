@@ -216,6 +216,26 @@ async fn output_violating_limits_is_rejected() {
     supervisor.assert_healthy().await;
 }
 
+/// Output tables beyond 64 KiB are validated off the supervisor's async
+/// thread, smaller ones on it (`output_violating_limits_is_rejected`):
+/// both ways a valid table reaches the caller and an invalid one is
+/// rejected.
+#[tokio::test]
+async fn large_outputs_are_validated_too() {
+    let mut supervisor = Supervisor::start("[output]\nmax_rows = 150000\n");
+    let identity = "def transform(table, params):\n    return table\n";
+    let input = arrow_memfd(&sample_batch(100_000));
+    let reply = supervisor.client().await.run(transform(identity), as_fd(&input)).await.expect("run");
+    let table = reply.table.as_ref().unwrap_or_else(|| panic!("{:?}", reply.outcome));
+    assert!(std::fs::File::from(table.try_clone().expect("dup")).metadata().expect("stat").len() > 64 << 10);
+    assert_eq!(read_table(table).iter().map(|batch| batch.num_rows()).sum::<usize>(), 100_000);
+    let input = arrow_memfd(&sample_batch(200_000));
+    let reply = supervisor.client().await.run(transform(identity), as_fd(&input)).await.expect("run");
+    let Kind::OutputRejected(rejection) = kind(&reply) else { panic!("{:?}", reply.outcome) };
+    assert!(rejection.reason.contains("200000"), "{}", rejection.reason);
+    supervisor.assert_healthy().await;
+}
+
 #[tokio::test]
 async fn bad_requests_are_rejected_with_a_reason() {
     let mut supervisor = Supervisor::start("[limits]\nmax_code_bytes = 1000\nmemory_limit_bytes = 536870912\n");

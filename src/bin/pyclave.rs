@@ -18,8 +18,8 @@ fn main() -> ExitCode {
     }
     // One thread: the supervisor's work per job is small and I/O-bound, and
     // on a 2-core host cross-thread wake-ups cost more than they buy
-    // (measured: ~20 % less supervisor CPU per job). Arrow validation runs on
-    // the blocking pool.
+    // (measured: ~20 % less supervisor CPU per job). Validating a big output
+    // table runs on the blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
