@@ -30,8 +30,7 @@ use crate::proto::worker::Rehearsal;
 use crate::reaper::WorkerEnd;
 use crate::sandbox::ids::UidPool;
 use crate::worker::{Finished, ReadyProbe, RunEnd, Worker, WorkerError, WorkerSettings};
-use crate::zygote::Warming;
-use crate::zygote::{Zygote, error_chain};
+use crate::zygote::{Warming, Zygote, error_chain};
 
 const RESTART_DELAY: Duration = Duration::from_millis(200);
 /// A job whose workers keep dying before it starts is given up on.

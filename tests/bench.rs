@@ -7,17 +7,24 @@ use std::process::Command;
 
 use common::*;
 
+/// `pyclave bench --quick --json --concurrency 2 --workers 2` with `extra`
+/// arguments: its one JSON object, once it succeeded.
+fn quick_bench_report(extra: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_pyclave"))
+        .args(["bench", "--quick", "--json", "--concurrency", "2", "--workers", "2", "--python"])
+        .arg(venv_python())
+        .args(extra)
+        .output()
+        .expect("run pyclave bench");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("one JSON object")
+}
+
 /// One quick run measures every workload, baseline and headline ratio, and
 /// finds the 128 MB input reaching `transform` uncopied.
 #[test]
 fn quick_bench_reports_every_figure() {
-    let output = Command::new(env!("CARGO_BIN_EXE_pyclave"))
-        .args(["bench", "--quick", "--json", "--skip-huge", "--concurrency", "2", "--workers", "2", "--python"])
-        .arg(venv_python())
-        .output()
-        .expect("run pyclave bench");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let report = quick_bench_report(&["--skip-huge"]);
 
     let levels = report["levels"].as_array().expect("levels");
     assert_eq!(levels.len(), 4, "one level per workload");
@@ -54,15 +61,7 @@ fn quick_bench_reports_every_figure() {
 /// one's medians and the per-pair comparison (here the build against itself).
 #[test]
 fn bench_against_another_build_reports_both() {
-    let binary = env!("CARGO_BIN_EXE_pyclave");
-    let output = Command::new(binary)
-        .args(["bench", "--quick", "--json", "--pairs", "2", "--concurrency", "2", "--workers", "2", "--python"])
-        .arg(venv_python())
-        .args(["--against", binary])
-        .output()
-        .expect("run pyclave bench");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let report = quick_bench_report(&["--pairs", "2", "--against", env!("CARGO_BIN_EXE_pyclave")]);
     assert_eq!(report["callers"], 2);
     assert_eq!(report["workload"], "trivial exec");
     assert_eq!(report["builds"].as_array().map(Vec::len), Some(2));
@@ -81,14 +80,7 @@ fn bench_against_another_build_reports_both() {
 #[test]
 fn bench_against_another_build_runs_a_transform_when_asked() {
     let binary = env!("CARGO_BIN_EXE_pyclave");
-    let output = Command::new(binary)
-        .args(["bench", "--quick", "--json", "--pairs", "1", "--concurrency", "2", "--workers", "2", "--python"])
-        .arg(venv_python())
-        .args(["--against", binary, "--workload", "small-transform"])
-        .output()
-        .expect("run pyclave bench");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let report = quick_bench_report(&["--pairs", "1", "--against", binary, "--workload", "small-transform"]);
     assert_eq!(report["workload"], "small transform (1k rows, groupby)");
     assert_eq!(report["jobs_per_run"], 100);
     for median in report["medians"].as_array().expect("medians") {

@@ -67,12 +67,12 @@ pub async fn run(args: &BenchArgs, python: &Path, against: &Path) -> Result<(), 
     let jobs = args.workload.jobs(args.quick);
     let input = workload.input.map(|size| size.write(None)).transpose()?.map(|(fd, _)| fd);
     let pairs = args.pairs.max(1);
+    let setup = RunSetup { dir: dir.path(), python, workers: args.workers, workload, input: input.as_ref() };
     let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
     for pair in 0..pairs {
         let order = if pair % 2 == 0 { [0, 1] } else { [1, 0] };
         for build in order {
             progress(&format!("pair {}/{pairs}: {}", pair + 1, builds[build].display()));
-            let setup = RunSetup { dir: dir.path(), python, workers: args.workers, workload, input: input.as_ref() };
             runs[build].push(run_once(&setup, &builds[build], callers, jobs).await?);
         }
     }
