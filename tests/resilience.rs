@@ -154,6 +154,53 @@ async fn after_transforms_under_load_workers_copy_a_transforms_pages() {
     );
 }
 
+/// The zygote waits at most 10 s for each recorder (worker/native/prefault.c);
+/// one that hangs is killed and workers fault their pages as before.
+#[tokio::test]
+async fn a_hanging_recorder_is_killed_and_workers_serve_without_its_pages() {
+    use std::os::unix::fs::PermissionsExt;
+    // The zygote's Python, with pyclave's recording replaced by a sleep: the
+    // wrapper inserts it into the zygote's bootstrap (`... zygote.main(N)`).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrapper = dir.path().join("python");
+    let hang = "from pyclave_worker import worker; import time; worker.record = lambda *args: time.sleep(3600)";
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\nexec {python:?} \"$1\" \"$2\" \"${{3/zygote.main(/{hang}; zygote.main(}}\"\n",
+            python = venv_python().display().to_string()
+        ),
+    )
+    .expect("write the wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = format!("[pool]\nworkers = 1\npython = {:?}\n", wrapper.display().to_string());
+    let mut supervisor = Supervisor::start_logged(&config);
+    let log = supervisor.log();
+    for path in ["a trivial job's", "a transform's"] {
+        assert!(
+            log.contains(&format!("pyclave zygote: {path} recorder did not finish within 10000 ms")),
+            "{path} recorder timed out:\n{log}"
+        );
+    }
+    // Killed and reaped: every process the zygote still has is a worker,
+    // which is born into a pid namespace of its own (a recorder is not).
+    let zygote = zygote_pid(&supervisor);
+    let pid_namespace_depth = |pid: i32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().find_map(|line| line.strip_prefix("NSpid:")).map(|pids| pids.split_whitespace().count())
+    };
+    let zygote_depth = pid_namespace_depth(zygote).expect("the zygote's NSpid");
+    for child in children_of(zygote) {
+        assert_ne!(pid_namespace_depth(child), Some(zygote_depth), "process {child} is a recorder left running");
+    }
+    let reply = supervisor.client().await.run(exec("def main():\n    return 1\n"), None).await.expect("run");
+    assert_eq!(ok_json(&reply), "1");
+    let log = supervisor.log();
+    let handed = log.lines().find(|line| line.contains("worker handed a job")).expect("a worker was handed the job");
+    assert_eq!(log_field(handed, "pages_copied=").as_deref(), Some("0"), "nothing learnt, nothing copied: {handed}");
+    supervisor.assert_healthy().await;
+}
+
 #[tokio::test]
 async fn every_job_runs_in_a_fresh_process() {
     let supervisor = Supervisor::start("[pool]\nworkers = 2\n");

@@ -153,8 +153,8 @@ impl Drop for Supervisor {
 }
 
 /// `pyclave serve` on a fresh socket with `extra_config` (TOML) appended to
-/// a config that points at the venv; with its directory, socket and (rootless)
-/// delegated cgroups.
+/// a config that points at the venv (unless it names a `python` itself);
+/// with its directory, socket and (rootless) delegated cgroups.
 pub fn serve_command(privilege: Privilege, extra_config: &str) -> (Command, tempfile::TempDir, PathBuf, Vec<PathBuf>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("pyclave.sock");
@@ -163,7 +163,9 @@ pub fn serve_command(privilege: Privilege, extra_config: &str) -> (Command, temp
     if !text.contains("[pool]") {
         text.push_str("\n[pool]\n");
     }
-    let text = text.replacen("[pool]", &format!("[pool]\npython = {:?}", venv_python().display().to_string()), 1);
+    if !text.contains("\npython = ") {
+        text = text.replacen("[pool]", &format!("[pool]\npython = {:?}", venv_python().display().to_string()), 1);
+    }
     std::fs::write(&config, text).expect("write config");
     let mut command = Command::new(env!("CARGO_BIN_EXE_pyclave"));
     command
