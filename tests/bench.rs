@@ -30,6 +30,8 @@ fn quick_bench_reports_every_figure() {
     assert_eq!(levels.len(), 4, "one level per workload");
     for level in levels {
         assert_eq!(level["failed"], 0, "{level}");
+        let tables = if level["workload"] == "trivial exec" { 0.into() } else { level["jobs"].clone() };
+        assert_eq!(level["tables_returned"], tables, "every transform returned its table: {level}");
         assert!(level["jobs_per_second"].as_f64().is_some_and(|rate| rate > 0.0), "{level}");
     }
     assert!(report["warm_pool_latency"]["latency"]["p50_us"].as_u64().is_some_and(|p50| p50 > 0));
@@ -71,6 +73,7 @@ fn bench_against_another_build_reports_both() {
         assert!(median["jobs_per_second"].as_f64().is_some_and(|rate| rate > 0.0), "{median}");
         assert!(median["machine_cpu_per_job_us"].as_f64().is_some_and(|cpu| cpu > 0.0), "{median}");
         assert_eq!(runs.as_array().map(Vec::len), Some(2), "one run per pair");
+        assert!(runs.as_array().expect("runs").iter().all(|run| run["tables_returned"] == 0), "{runs}");
     }
     assert!(report["pairs_this_faster"].as_u64().is_some_and(|wins| wins <= 2));
 }
@@ -85,5 +88,11 @@ fn bench_against_another_build_runs_a_transform_when_asked() {
     assert_eq!(report["jobs_per_run"], 100);
     for median in report["medians"].as_array().expect("medians") {
         assert!(median["jobs_per_second"].as_f64().is_some_and(|rate| rate > 0.0), "{median}");
+    }
+    // Each job ran as a transform: it came back with a table.
+    for run in
+        report["runs"].as_array().expect("runs of both builds").iter().flat_map(|runs| runs.as_array().expect("runs"))
+    {
+        assert_eq!(run["tables_returned"], 100, "{run}");
     }
 }

@@ -53,6 +53,9 @@ struct Run {
     /// Non-idle CPU time of the whole machine per job (`/proc/stat`).
     machine_cpu_per_job_us: f64,
     supervisor_cpu_per_job_us: f64,
+    /// Outcomes with an output table: every job's when the workload is a
+    /// transform, which shows that it ran as one.
+    tables_returned: usize,
 }
 
 /// Runs `args.pairs` pairs of closed-loop runs of `args.workload`, this
@@ -155,6 +158,7 @@ async fn run_once(
         p50_us: level.latency.p50_us,
         machine_cpu_per_job_us: per_job(machine_after.saturating_sub(machine_before)),
         supervisor_cpu_per_job_us: per_job(supervisor_after.saturating_sub(supervisor_before)),
+        tables_returned: level.tables_returned,
     })
 }
 
@@ -166,6 +170,7 @@ fn summary(runs: &[Run]) -> Run {
         p50_us: of(|r| r.p50_us as f64) as u64,
         machine_cpu_per_job_us: of(|r| r.machine_cpu_per_job_us),
         supervisor_cpu_per_job_us: of(|r| r.supervisor_cpu_per_job_us),
+        tables_returned: of(|r| r.tables_returned as f64) as usize,
     }
 }
 
@@ -179,6 +184,7 @@ mod tests {
             p50_us: jobs_per_second as u64,
             machine_cpu_per_job_us: 0.0,
             supervisor_cpu_per_job_us: 0.0,
+            tables_returned: 0,
         }
     }
 

@@ -75,6 +75,8 @@ struct LevelResult {
     callers: usize,
     jobs: usize,
     failed: usize,
+    /// Outcomes that came with an output table (a transform's).
+    tables_returned: usize,
     jobs_per_second: f64,
     latency: Latencies,
     supervisor_cpu_per_job_us: f64,
@@ -315,7 +317,7 @@ async fn run_level(
         let input = input.map(|fd| fd.try_clone()).transpose()?;
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(per_caller);
-            let mut failed = 0;
+            let (mut failed, mut tables) = (0, 0);
             for _ in 0..per_caller {
                 if let Some(pace) = pace {
                     tokio::time::sleep(pace).await;
@@ -323,18 +325,22 @@ async fn run_level(
                 let sent = Instant::now();
                 let reply = client.run(job.clone(), input.as_ref().map(AsFd::as_fd)).await;
                 latencies.push(sent.elapsed().as_micros() as u64);
-                if !matches!(reply, Ok(ref reply) if matches!(reply.outcome.kind, Some(Kind::Ok(_)))) {
-                    failed += 1;
+                match reply {
+                    Ok(reply) if matches!(reply.outcome.kind, Some(Kind::Ok(_))) => {
+                        tables += usize::from(reply.table.is_some());
+                    }
+                    _ => failed += 1,
                 }
             }
-            (latencies, failed)
+            (latencies, failed, tables)
         });
     }
-    let (mut latencies, mut failed) = (Vec::new(), 0);
+    let (mut latencies, mut failed, mut tables_returned) = (Vec::new(), 0, 0);
     while let Some(result) = tasks.join_next().await {
-        let (caller_latencies, caller_failed) = result?;
+        let (caller_latencies, caller_failed, caller_tables) = result?;
         latencies.extend(caller_latencies);
         failed += caller_failed;
+        tables_returned += caller_tables;
         progress(&format!("{} x{callers}: {}/{}", workload.name, latencies.len(), per_caller * callers));
     }
     let elapsed = started.elapsed();
@@ -344,6 +350,7 @@ async fn run_level(
         callers,
         jobs,
         failed,
+        tables_returned,
         jobs_per_second: jobs as f64 / elapsed.as_secs_f64(),
         latency: Latencies::of(&mut latencies),
         supervisor_cpu_per_job_us: 0.0,
