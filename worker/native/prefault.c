@@ -216,14 +216,15 @@ static int learn_path(uint32_t path, int *recorder_fd) {
     }
     int read = read_runs(runs[0], started_us, &learnt[path]);
     int saved = errno;
+    int timed_out = read == -1 && saved == ETIMEDOUT;
     close(runs[0]);
-    if (read == -1 && saved == ETIMEDOUT)
+    if (timed_out)
         kill(recorder, SIGKILL);
     int status;
     while (waitpid(recorder, &status, 0) == -1)
         if (errno != EINTR)
             return give_up(path, "wait");
-    if (read == -1 && saved == ETIMEDOUT) {
+    if (timed_out) {
         learnt[path].count = 0;
         fprintf(stderr, "pyclave zygote: %s recorder did not finish within %d ms; workers copy the zygote's pages of "
                         "its path as they fault\n", path_names[path], RECORDER_TIME_LIMIT_MS);
